@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench fmt clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.run
+
+## run: install and start croupier on its embedded SQLite file, with a local admin key
+run: $(VENV)/.run
+	@mkdir -p .croupier
+	@test -s .croupier/admin-key || $(BIN)/python -c "import secrets; print('ck_' + secrets.token_urlsafe(32))" > .croupier/admin-key
+	@echo "Admin API key: $$(cat .croupier/admin-key)"
+	CROUPIER_ADMIN_KEY="$$(cat .croupier/admin-key)" $(BIN)/croupier serve
+
+## test: lint, then the whole suite on SQLite and PostgreSQL
+test: $(VENV)/.dev lint
+	@scripts/ensure-postgres.sh
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+## bench: throughput and latency against a raw aiohttp client, measured in the same run
+bench: $(VENV)/.dev
+	$(BIN)/python bench/delivery.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Per-request context: the trace id, and the cap on request body size."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from croupier.domain.errors import PayloadTooLarge
+
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+
+_TRACE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+class RequestContext:
+    """Pure ASGI middleware: every request gets a trace id (``X-Trace-Id`` echoed or made up,
+    or taken from a W3C ``traceparent``), and a body larger than ``max_body_bytes`` is cut off
+    with 413 as soon as it is known to be too large."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        trace_id = _trace_id(headers)
+        token = trace_id_var.set(trace_id)
+        limit = self.max_body_bytes
+        declared = headers.get("content-length", "")
+        too_large = declared.isdigit() and int(declared) > limit
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if too_large:
+                raise PayloadTooLarge(f"request body is over the {limit // 1024} KiB limit")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body is over the {limit // 1024} KiB limit")
+            return message
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-trace-id", trace_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_trace)
+        finally:
+            trace_id_var.reset(token)
+
+
+def _trace_id(headers: dict[str, str]) -> str:
+    given = headers.get("x-trace-id", "").strip()
+    if _TRACE_ID.match(given):
+        return given
+    parent = _TRACEPARENT.match(headers.get("traceparent", "").strip())
+    if parent:
+        return parent.group(1)
+    return uuid.uuid4().hex
+
+
+def current_trace_id() -> str:
+    return trace_id_var.get() or uuid.uuid4().hex

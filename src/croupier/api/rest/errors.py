@@ -1,0 +1,114 @@
+"""The one mapping from croupier's error codes to HTTP, and the single error body:
+``{"code", "message", "retryable", "trace_id"}`` (plus ``"field"`` when one field is at fault).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from croupier.api.rest.context import current_trace_id
+from croupier.api.rest.responses import JSONResponse
+from croupier.domain.errors import CroupierError
+
+log = structlog.get_logger("croupier.api")
+
+HTTP_STATUS: dict[str, int] = {
+    "MALFORMED_JSON": 400,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "CONFLICT": 409,
+    "IDEMPOTENCY_MISMATCH": 409,
+    "EVENT_TYPE_READ_ONLY": 409,
+    "ENDPOINT_DISABLED": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "VALIDATION_FAILED": 422,
+    "UNKNOWN_EVENT_TYPE": 422,
+    "SCHEMA_VIOLATION": 422,
+    "INVALID_URL": 422,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+}
+
+_STARLETTE_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
+def error_response(
+    code: str,
+    message: str,
+    *,
+    retryable: bool = False,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "retryable": retryable,
+        "trace_id": current_trace_id(),
+    }
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=HTTP_STATUS.get(code, 500), headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(CroupierError, _croupier_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _croupier_error(_: Request, exc: CroupierError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.code == "UNAUTHORIZED" else None
+    return error_response(
+        exc.code,
+        exc.message,
+        retryable=exc.retryable,
+        field=exc.details.get("field"),
+        headers=headers,
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return error_response("MALFORMED_JSON", "request body is not valid JSON")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if first.get("loc", ())[:1] == ("body",) and media and not media.endswith("json"):
+        return error_response(
+            "UNSUPPORTED_MEDIA_TYPE", "send the body as JSON with Content-Type: application/json"
+        )
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or None
+    kind = first.get("type", "")
+    if kind == "missing":
+        message = f"{field} is required"
+    elif kind == "extra_forbidden":
+        message = f"{field} is not a known field"
+    else:
+        message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg"))
+    if kind == "model_attributes_type" or (field is None and "dict" in str(first.get("msg"))):
+        message = "request body must be a JSON object"
+    return error_response("VALIDATION_FAILED", message, field=field)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _STARLETTE_CODES.get(
+        exc.status_code, "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL"
+    )
+    response = error_response(code, str(exc.detail))
+    response.status_code = exc.status_code
+    return response
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc, trace_id=current_trace_id())
+    return error_response("INTERNAL", "internal error; the trace id identifies it in the logs")

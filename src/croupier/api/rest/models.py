@@ -1,0 +1,167 @@
+"""Request bodies (strict: unknown fields are refused) and how resources are rendered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from croupier.domain.deliveries import Attempt, Delivery
+from croupier.domain.endpoints import Endpoint
+from croupier.domain.envelope import iso_ms
+from croupier.domain.events import Event, EventType
+from croupier.domain.tenants import ApiKey, Tenant
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointIn(Body):
+    url: StrictStr
+    event_types: list[StrictStr] | None = None
+    secret: StrictStr | None = None
+    headers: dict[StrictStr, StrictStr] | None = None
+    timeout_ms: StrictInt | None = None
+    retry_schedule: list[StrictInt] | None = None
+    ordered: StrictBool = False
+    description: StrictStr = ""
+    disabled: StrictBool = False
+    dialect: StrictStr = "standard"
+
+
+class EndpointPatch(Body):
+    url: StrictStr | None = None
+    event_types: list[StrictStr] | None = None
+    secret: StrictStr | None = None
+    headers: dict[StrictStr, StrictStr] | None = None
+    timeout_ms: StrictInt | None = None
+    retry_schedule: list[StrictInt] | None = None
+    ordered: StrictBool | None = None
+    description: StrictStr | None = None
+    disabled: StrictBool | None = None
+    dialect: StrictStr | None = None
+
+
+class EventIn(Body):
+    id: StrictStr | None = None
+    type: StrictStr
+    data: dict[str, Any]
+    ordering_key: StrictStr | None = None
+    occurred_at: StrictStr | None = None
+
+
+class EventTypeIn(Body):
+    schema_: dict[str, Any] = Field(alias="schema")
+    schema_version: StrictStr = "1.0.0"
+    description: StrictStr = ""
+
+
+class ReplayIn(Body):
+    since: StrictStr | None = None
+    until: StrictStr | None = None
+    status: StrictStr = "dead"
+
+
+class TenantIn(Body):
+    name: StrictStr
+
+
+class KeyIn(Body):
+    name: StrictStr = ""
+    admin: StrictBool = False
+
+
+def endpoint_out(e: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": e.id,
+        "url": e.url,
+        "description": e.description,
+        "event_types": list(e.event_types),
+        "headers": dict(e.headers),
+        "timeout_ms": e.timeout_ms,
+        "retry_schedule": list(e.retry_schedule),
+        "ordered": e.ordered,
+        "dialect": e.dialect,
+        "disabled": e.disabled,
+        "disabled_reason": e.disabled_reason,
+        "created_at": iso_ms(e.created_at_ms),
+        "updated_at": iso_ms(e.updated_at_ms),
+    }
+    if with_secret:
+        out["secret"] = e.secret
+    return out
+
+
+def event_out(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "type": e.type,
+        "schema_version": e.schema_version,
+        "occurred_at": iso_ms(e.occurred_at_ms),
+        "created_at": iso_ms(e.created_at_ms),
+        "ordering_key": e.ordering_key,
+        "trace_id": e.trace_id,
+        "data": e.data,
+    }
+
+
+def event_type_out(t: EventType) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "category": t.category,
+        "description": t.description,
+        "schema_version": t.schema_version,
+        "default_subscription": t.default_subscription,
+        "builtin": t.builtin,
+        "schema": t.schema,
+        "examples": list(t.examples),
+    }
+
+
+def delivery_out(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "endpoint_id": d.endpoint_id,
+        "status": d.status.value,
+        "attempts": d.attempts,
+        "next_attempt_at": iso_ms(d.next_attempt_at_ms) if d.next_attempt_at_ms else None,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "ordering_key": d.ordering_key,
+        "created_at": iso_ms(d.created_at_ms),
+        "updated_at": iso_ms(d.updated_at_ms),
+    }
+
+
+def attempt_out(a: Attempt) -> dict[str, Any]:
+    r = a.result
+    return {
+        "id": a.id,
+        "number": a.number,
+        "started_at": iso_ms(r.started_at_ms),
+        "duration_ms": r.duration_ms,
+        "status_code": r.status_code,
+        "succeeded": r.succeeded,
+        "error": r.error,
+        "request_headers": dict(a.request_headers),
+        "response_headers": dict(r.response_headers),
+        "response_body": r.response_body,
+    }
+
+
+def tenant_out(t: Tenant) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name, "created_at": iso_ms(t.created_at_ms)}
+
+
+def key_out(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "tenant_id": k.tenant_id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "admin": k.is_admin,
+        "created_at": iso_ms(k.created_at_ms),
+    }

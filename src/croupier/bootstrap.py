@@ -1,0 +1,158 @@
+"""The one place that wires settings, store, services and dispatcher together."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from croupier.config import Settings
+from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
+from croupier.domain.clock import Clock, SystemClock
+from croupier.domain.retry import RetryPolicy
+from croupier.services.deliveries import DeliveryService
+from croupier.services.endpoints import EndpointService
+from croupier.services.event_types import EventTypeService
+from croupier.services.publish import PublishService
+from croupier.services.tenants import Bootstrap, TenantService
+from croupier.store.engine import is_sqlite, make_engine
+from croupier.store.lock import FileOwnership
+from croupier.store.migrate import migrate, pending_migrations
+from croupier.store.queue import SqlDeliveryQueue
+from croupier.store.repositories import SqlStore
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+@dataclass
+class Container:
+    """Everything a running croupier holds; built by :func:`build`, closed by ``close``."""
+
+    settings: Settings
+    engine: AsyncEngine
+    clock: Clock
+    store: SqlStore
+    tenants: TenantService
+    event_types: EventTypeService
+    endpoints: EndpointService
+    publish: PublishService
+    deliveries: DeliveryService
+    dispatcher: Dispatcher
+    bootstrap: Bootstrap | None = None
+    _ownership: FileOwnership | None = field(default=None, repr=False)
+    _dispatcher_running: bool = False
+
+    async def start(self) -> None:
+        """Start delivering in the background (if the settings say this process should)."""
+        if self.settings.dispatcher_enabled and not self._dispatcher_running:
+            await self.dispatcher.start()
+            self._dispatcher_running = True
+
+    async def close(self) -> None:
+        if self._dispatcher_running:
+            await self.dispatcher.stop(self.settings.drain_seconds)
+            self._dispatcher_running = False
+        else:
+            await self.dispatcher.sender.close()
+        await self.engine.dispose()
+        if self._ownership is not None:
+            self._ownership.release()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+
+async def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    auto_migrate: bool | None = None,
+    own_store: bool = True,
+) -> Container:
+    """Open the store (migrating SQLite by itself), bootstrap tenants, and wire services.
+
+    ``own_store`` takes the SQLite file's lock and clears leases left by a killed process:
+    on SQLite a single process delivers, so no one else can be holding them.
+    """
+    clock = clock or SystemClock()
+    engine = make_engine(settings.database_url)
+    sqlite = is_sqlite(settings.database_url)
+    ownership = None
+    queue = SqlDeliveryQueue(engine)
+    try:
+        if sqlite and own_store:
+            ownership = FileOwnership(engine.url.render_as_string())
+            ownership.acquire()
+        if auto_migrate if auto_migrate is not None else sqlite:
+            await migrate(engine)
+        elif await pending_migrations(engine):
+            raise SchemaOutOfDate(
+                "the database schema is not up to date: run `croupier migrate` first"
+            )
+        if ownership is not None:
+            await queue.release_all()
+    except BaseException:
+        if ownership is not None:
+            ownership.release()
+        await engine.dispose()
+        raise
+    store = SqlStore(engine)
+    dispatcher = Dispatcher(
+        queue,
+        clock=clock,
+        rng=rng,
+        config=DispatcherConfig(
+            claim_batch=settings.claim_batch,
+            max_in_flight=settings.max_in_flight,
+            endpoint_max_in_flight=settings.endpoint_max_in_flight,
+            lease_ms=int(settings.lease_seconds * 1000),
+            idle_poll_s=settings.idle_poll_seconds,
+            flush_batch=settings.flush_batch,
+            environment=settings.environment,
+            retry=RetryPolicy(
+                jitter=settings.retry_jitter, retry_after_cap_s=settings.retry_after_cap_seconds
+            ),
+        ),
+    )
+    event_types = EventTypeService(store, clock)
+    tenants = TenantService(store, clock)
+    container = Container(
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        store=store,
+        tenants=tenants,
+        event_types=event_types,
+        endpoints=EndpointService(store, clock, event_types),
+        publish=PublishService(store, clock, event_types, on_published=dispatcher.notify),
+        deliveries=DeliveryService(store, clock, on_due=dispatcher.notify),
+        dispatcher=dispatcher,
+        _ownership=ownership,
+    )
+    container.bootstrap = await tenants.bootstrap(settings.admin_key)
+    return container
+
+
+def configure_logging(level: str = "info") -> None:
+    """Structured logs on stderr: key=value for people, one line per event."""
+    logging.basicConfig(level=level.upper(), format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,242 @@
+"""The ``croupier`` command: serve, migrate, keys, replay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from croupier import __version__
+from croupier.config import Settings
+from croupier.domain.errors import CroupierError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="croupier",
+    help="Self-hostable event and money gateway for iGaming.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="CROUPIER_DATABASE_URL", help="sqlite:/// or postgresql://"
+    ),
+]
+
+
+def main() -> None:
+    app()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(f"croupier {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    database_url: DatabaseUrl = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+) -> None:
+    """Run everything in one process: the REST API and the dispatcher."""
+    settings = _settings(host=host, port=port, database_url=database_url, log_level=log_level)
+    _run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from croupier.api.rest.app import create_app
+    from croupier.bootstrap import build, configure_logging
+
+    configure_logging(settings.log_level)
+    container = await build(settings)
+    boot = container.bootstrap
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"[bold]croupier {__version__}[/] listening on [cyan]{url}[/]")
+    console.print(f"database: {_redacted(settings.database_url)}")
+    if boot is not None and boot.generated_admin_key is not None:
+        console.print("admin API key (shown once, keep it):")
+        console.print(boot.generated_admin_key, highlight=False, soft_wrap=True)
+    elif settings.admin_key is None:
+        console.print(
+            "admin API key: made at first start and not shown again; "
+            "`croupier keys create --tenant default --admin` makes another"
+        )
+    config = uvicorn.Config(
+        create_app(container),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
+    )
+    await uvicorn.Server(config).serve()
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply the database migrations (PostgreSQL needs this before `serve`)."""
+    settings = _settings(database_url=database_url)
+
+    async def run() -> None:
+        from croupier.store.engine import make_engine
+        from croupier.store.migrate import migrate as apply
+
+        engine = make_engine(settings.database_url)
+        try:
+            await apply(engine)
+        finally:
+            await engine.dispose()
+
+    _run(run())
+    console.print(f"migrated {_redacted(settings.database_url)} to the newest schema")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant id or name.")] = "default",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    admin: Annotated[bool, typer.Option(help="May create tenants and keys.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key for a tenant and print it once."""
+    settings = _settings(database_url=database_url)
+
+    async def run() -> str:
+        async with _container(settings) as c:
+            issued = await c.tenants.create_key(None, tenant, name=name, admin=admin)
+            secret: str = issued.secret
+            return secret
+
+    secret = _run(run())
+    err.print(f"new {'admin ' if admin else ''}key for tenant {tenant!r} (shown once):")
+    console.print(secret, highlight=False)
+
+
+@app.command()
+def replay(
+    endpoint: Annotated[str, typer.Option(help="Endpoint id.")],
+    since: Annotated[str | None, typer.Option(help="ISO 8601, e.g. 2026-01-02T00:00:00Z")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601, exclusive")] = None,
+    status: Annotated[str, typer.Option(help="dead, failed or all")] = "dead",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Send an endpoint's dead (or failed, or all) deliveries again, with a progress bar."""
+    from croupier.api.rest.routes._params import parse_time
+    from croupier.services.deliveries import ReplayScope
+
+    settings = _settings(database_url=database_url)
+    try:
+        scope = ReplayScope(status)
+    except ValueError:
+        err.print("[red]--status must be dead, failed or all[/]")
+        raise typer.Exit(2) from None
+
+    async def run() -> int:
+        async with _container(settings) as c:
+            tenant_id = await c.endpoints.tenant_of(endpoint)
+            with Progress(
+                TextColumn("replaying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+            ) as bar:
+                task = bar.add_task("replay", total=None)
+
+                def step(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                count: int = await c.deliveries.replay(
+                    tenant_id,
+                    endpoint,
+                    scope=scope,
+                    since_ms=parse_time(since, "since"),
+                    until_ms=parse_time(until, "until"),
+                    progress=step,
+                )
+                return count
+
+    count = _run(run())
+    console.print(f"{count} deliveries of {endpoint} are due again")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        err.print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+class _container:
+    """The wired services, for one CLI command (no dispatcher, no claim on the file)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.model_copy(update={"dispatcher_enabled": False})
+
+    async def __aenter__(self) -> Any:
+        from croupier.bootstrap import build
+
+        self.c = await build(self.settings, own_store=False)
+        return self.c
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.c.close()
+
+
+def _run(coro: Awaitable[T]) -> T:
+    """Run on uvloop where present; print croupier's errors plainly and exit non-zero."""
+    try:
+        import uvloop
+
+        runner: Callable[[Any], T] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(coro)
+    except CroupierError as exc:
+        err.print(f"[red]{exc.code}[/]: {exc.message}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        from croupier.bootstrap import SchemaOutOfDate
+        from croupier.store.lock import StoreLocked
+
+        if isinstance(exc, SchemaOutOfDate | StoreLocked | OSError):
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        raise
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable url>"
+
+
+if __name__ == "__main__":
+    main()

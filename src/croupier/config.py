@@ -1,0 +1,42 @@
+"""Settings: flags override ``CROUPIER_*`` environment variables, which override defaults."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything croupier can be told at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="CROUPIER_", extra="ignore")
+
+    database_url: str = "sqlite:///./croupier.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_key: str | None = Field(default=None, repr=False)
+    environment: str = "production"
+    log_level: str = "info"
+    max_body_bytes: int = 256 * 1024
+
+    # dispatcher
+    dispatcher_enabled: bool = True
+    claim_batch: int = Field(default=500, ge=1, le=10_000)
+    max_in_flight: int = Field(default=512, ge=1, description="concurrent requests, all endpoints")
+    endpoint_max_in_flight: int = Field(
+        default=32, ge=1, description="concurrent requests to one endpoint"
+    )
+    lease_seconds: float = Field(default=60.0, gt=0)
+    idle_poll_seconds: float = Field(default=1.0, gt=0)
+    flush_interval_ms: int = Field(default=20, ge=1)
+    flush_batch: int = Field(default=1000, ge=1)
+    drain_seconds: float = Field(default=15.0, ge=0)
+    retry_after_cap_seconds: int = Field(default=3600, ge=0)
+    retry_jitter: float = Field(default=0.1, ge=0, le=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("CROUPIER_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        return url

@@ -1,0 +1,113 @@
+"""Endpoints as values, and the rules their fields must follow."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from croupier.domain.errors import InvalidUrl, ValidationFailed
+from croupier.domain.retry import DEFAULT_SCHEDULE
+
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_TIMEOUT_MS = 60_000
+MIN_TIMEOUT_MS = 100
+MAX_URL_LENGTH = 2048
+MAX_HEADERS = 20
+
+#: Headers croupier sets itself; an endpoint may not override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "connection",
+        "transfer-encoding",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-trace-id",
+        "traceparent",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A receiver URL with its subscription filter, signing and retry settings."""
+
+    id: str
+    tenant_id: str
+    url: str
+    secret: str
+    event_types: tuple[str, ...]
+    headers: Mapping[str, str]
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    retry_schedule: tuple[int, ...] = DEFAULT_SCHEDULE
+    ordered: bool = False
+    description: str = ""
+    disabled: bool = False
+    disabled_reason: str | None = None
+    dialect: str = "standard"
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+    version: int = 1
+
+    def subscribes_to(self, event_type: str) -> bool:
+        return event_type in self.event_types
+
+
+def validate_url(url: str) -> str:
+    """Accept an absolute http(s) URL with a host and no credentials in it."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidUrl(f"url is longer than {MAX_URL_LENGTH} characters", field="url")
+    if any(c.isspace() or ord(c) < 0x20 for c in url):
+        raise InvalidUrl("url must not contain whitespace or control characters", field="url")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidUrl(f"url is malformed: {exc}", field="url") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidUrl("url must use http or https", field="url")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InvalidUrl("url must not carry credentials; use headers instead", field="url")
+    if not parts.hostname:
+        raise InvalidUrl("url has no host", field="url")
+    if port == 0:
+        raise InvalidUrl("url port must be in 1..65535", field="url")
+    if parts.fragment:
+        raise InvalidUrl("url must not have a #fragment", field="url")
+    return url
+
+
+def validate_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Custom headers: valid names and values, at most 20, none that croupier sets itself."""
+    if len(headers) > MAX_HEADERS:
+        raise ValidationFailed(f"at most {MAX_HEADERS} headers", field="headers")
+    clean: dict[str, str] = {}
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            raise ValidationFailed(f"header name {name!r} is not a valid token", field="headers")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValidationFailed(
+                f"header {name!r} is set by croupier and cannot be overridden", field="headers"
+            )
+        if "\r" in value or "\n" in value or len(value) > 4096:
+            raise ValidationFailed(
+                f"header {name!r} has a value with a line break or over 4096 characters",
+                field="headers",
+            )
+        clean[name] = value
+    return clean
+
+
+def validate_timeout(timeout_ms: int) -> int:
+    if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
+        raise ValidationFailed(
+            f"timeout_ms must be in {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS}", field="timeout_ms"
+        )
+    return timeout_ms

@@ -1,0 +1,39 @@
+"""The body croupier posts: the envelope around an event's data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from croupier.domain.events import Event
+
+
+def render_envelope(event: Event, *, attempt: int, delivered_at_ms: int, environment: str) -> bytes:
+    """Serialise the envelope; the stored data bytes are embedded as they are, not re-encoded."""
+    return orjson.dumps(
+        {
+            "id": event.id,
+            "type": event.type,
+            "schema_version": event.schema_version,
+            "tenant_id": event.tenant_id,
+            "occurred_at": iso_ms(event.occurred_at_ms),
+            "delivered_at": iso_ms(delivered_at_ms),
+            "data": orjson.Fragment(event.data_json),
+            "meta": {"attempt": attempt, "environment": environment, "trace_id": event.trace_id},
+        }
+    )
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """``2026-01-02T03:04:05.678Z``: ISO 8601 in UTC with milliseconds."""
+    dt = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def parse_iso(value: str) -> int:
+    """Epoch milliseconds from an ISO 8601 string; a time without a zone is refused."""
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError("timestamp must carry a time zone, e.g. 2026-01-02T03:04:05Z")
+    return int(dt.timestamp() * 1000)

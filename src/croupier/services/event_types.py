@@ -1,0 +1,115 @@
+"""The event catalog as a tenant sees it: the shipped types plus its own."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+from croupier.catalog import builtin_event_type, builtin_event_types
+from croupier.domain.clock import Clock
+from croupier.domain.errors import (
+    EventTypeReadOnly,
+    NotFound,
+    SchemaViolation,
+    UnknownEventType,
+    ValidationFailed,
+)
+from croupier.domain.events import EventType
+from croupier.services.ports import Store
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_FORMATS = FormatChecker()
+
+
+class EventTypeService:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        # Compiled validators, keyed by (tenant, name, version, schema identity).
+        self._validators: dict[tuple[str, str, str], Draft202012Validator] = {}
+
+    async def catalog(self, tenant_id: str) -> list[EventType]:
+        async with self.store.unit_of_work(write=False) as uow:
+            own = await uow.event_types.all(tenant_id)
+        return sorted([*builtin_event_types(), *own], key=lambda t: t.name)
+
+    async def get(self, tenant_id: str, name: str) -> EventType:
+        found = await self.find(tenant_id, name)
+        if found is None:
+            raise NotFound(f"no event type {name!r}")
+        return found
+
+    async def find(self, tenant_id: str, name: str) -> EventType | None:
+        builtin = builtin_event_type(name)
+        if builtin is not None:
+            return builtin
+        async with self.store.unit_of_work(write=False) as uow:
+            return await uow.event_types.get(tenant_id, name)
+
+    async def put(
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        schema: dict[str, Any],
+        schema_version: str,
+        description: str,
+    ) -> EventType:
+        """Create or replace one of the tenant's own types."""
+        if not _NAME.match(name):
+            raise ValidationFailed(
+                "name must start with a letter and use letters, digits, '.', '_' or '-'",
+                field="name",
+            )
+        if builtin_event_type(name) is not None:
+            raise EventTypeReadOnly(f"{name!r} is a shipped type and cannot be redefined")
+        if not _SEMVER.match(schema_version):
+            raise ValidationFailed(
+                "schema_version must be MAJOR.MINOR.PATCH", field="schema_version"
+            )
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            raise ValidationFailed(
+                f"schema is not a valid JSON Schema: {exc.message}",
+                field=f"schema.{where}" if where else "schema",
+            ) from exc
+        event_type = EventType(
+            name=name, schema=schema, schema_version=schema_version, description=description
+        )
+        async with self.store.unit_of_work() as uow:
+            await uow.event_types.upsert(tenant_id, event_type, self.clock.now_ms())
+            await uow.commit()
+        return event_type
+
+    async def validate(self, tenant_id: str, name: str, data: Any) -> EventType:
+        """Check ``data`` against the type's schema; return the type it was checked against."""
+        event_type = await self.find(tenant_id, name)
+        if event_type is None:
+            raise UnknownEventType(f"unknown event type {name!r}", field="type")
+        tenant_key = "" if event_type.builtin else tenant_id
+        key = (tenant_key, name, event_type.schema_version)
+        validator = self._validators.get(key)
+        if validator is None or validator.schema != event_type.schema:
+            validator = Draft202012Validator(event_type.schema, format_checker=_FORMATS)
+            self._validators[key] = validator
+        error = best_match(validator.iter_errors(data))
+        if error is not None:
+            field = _field_of(error)
+            raise SchemaViolation(f"{field}: {error.message}", field=field)
+        return event_type
+
+
+def _field_of(error: ValidationError) -> str:
+    path = ["data", *(str(p) for p in error.absolute_path)]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        required: list[str] = list(error.validator_value)  # type: ignore[arg-type]
+        missing = [r for r in required if r not in error.instance]
+        if missing:
+            path.append(str(missing[0]))
+    return ".".join(path)

@@ -1,0 +1,201 @@
+"""What the use cases need from the outside world, as Protocols.
+
+``store`` implements them on SQLAlchemy; the services and the dispatcher only see these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from croupier.domain.deliveries import Attempt, Decision, Delivery, DeliveryStatus
+from croupier.domain.endpoints import Endpoint
+from croupier.domain.events import Event, EventType
+from croupier.domain.tenants import ApiKey, Tenant
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as first accepted, with what is needed to answer a replay of its publish."""
+
+    event: Event
+    fingerprint: str
+    delivery_count: int
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    id: str
+    endpoint_id: str
+    ordered_key: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    endpoint_id: str | None = None
+    status: DeliveryStatus | None = None
+    event_type: str | None = None
+    since_ms: int | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery the dispatcher holds under lease, with the event it carries."""
+
+    seq: int
+    id: str
+    endpoint_id: str
+    endpoint_version: int
+    attempts: int
+    cycle_start: int
+    event: Event
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt of a claimed delivery and what it decided."""
+
+    claim: Claim
+    attempt: Attempt
+    decision: Decision
+
+
+class TenantRepo(Protocol):
+    async def add(self, tenant: Tenant) -> None: ...
+    async def get(self, tenant_id: str) -> Tenant | None: ...
+    async def get_by_name(self, name: str) -> Tenant | None: ...
+    async def page(self, *, limit: int, after: str | None) -> list[Tenant]: ...
+
+
+class KeyRepo(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+    async def find_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    async def has_admin(self) -> bool: ...
+
+
+class EventTypeRepo(Protocol):
+    async def upsert(self, tenant_id: str, event_type: EventType, now_ms: int) -> None: ...
+    async def get(self, tenant_id: str, name: str) -> EventType | None: ...
+    async def all(self, tenant_id: str) -> list[EventType]: ...
+
+
+class EndpointRepo(Protocol):
+    async def add(self, endpoint: Endpoint) -> None: ...
+    async def get(self, tenant_id: str, endpoint_id: str) -> Endpoint | None: ...
+    async def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]: ...
+    async def update(self, endpoint: Endpoint) -> None: ...
+    async def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None: ...
+    async def subscribed(self, tenant_id: str, event_type: str) -> list[Endpoint]: ...
+    async def tenant_of(self, endpoint_id: str) -> str | None:
+        """The owner of an endpoint: for operator tools that hold the database, never the API."""
+        ...
+
+
+class EventRepo(Protocol):
+    async def add(
+        self, event: Event, *, fingerprint: str, idempotency_key: str | None, delivery_count: int
+    ) -> int | None:
+        """Insert; return the new ``seq``, or None if the id or idempotency key is taken."""
+        ...
+
+    async def find(
+        self, tenant_id: str, *, event_id: str | None, idempotency_key: str | None
+    ) -> StoredEvent | None: ...
+    async def get(self, tenant_id: str, event_id: str) -> Event | None: ...
+    async def page(
+        self,
+        tenant_id: str,
+        *,
+        event_type: str | None,
+        since_ms: int | None,
+        after_seq: int | None,
+        limit: int,
+    ) -> list[Event]: ...
+
+
+class DeliveryRepo(Protocol):
+    async def add_many(
+        self, event: Event, deliveries: Sequence[NewDelivery], now_ms: int
+    ) -> None: ...
+    async def get(self, tenant_id: str, delivery_id: str) -> Delivery | None: ...
+    async def page(
+        self, tenant_id: str, flt: DeliveryFilter, *, before_seq: int | None, limit: int
+    ) -> list[Delivery]: ...
+    async def attempts(self, tenant_id: str, delivery_seq: int) -> list[Attempt]: ...
+    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> None:
+        """Make the delivery due now with a fresh schedule, unless it is being sent."""
+        ...
+
+    async def replay(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        statuses: Sequence[DeliveryStatus],
+        since_ms: int | None,
+        until_ms: int | None,
+        now_ms: int,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        """Make up to ``limit`` matches past ``after_seq`` due now; return (count, last seq)."""
+        ...
+
+    async def count(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        statuses: Sequence[DeliveryStatus],
+        since_ms: int | None,
+        until_ms: int | None,
+    ) -> int: ...
+    async def cancel_open(self, tenant_id: str, endpoint_id: str, now_ms: int) -> int: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over every repository; nothing is kept unless ``commit`` is called."""
+
+    @property
+    def tenants(self) -> TenantRepo: ...
+    @property
+    def keys(self) -> KeyRepo: ...
+    @property
+    def event_types(self) -> EventTypeRepo: ...
+    @property
+    def endpoints(self) -> EndpointRepo: ...
+    @property
+    def events(self) -> EventRepo: ...
+    @property
+    def deliveries(self) -> DeliveryRepo: ...
+
+    async def commit(self) -> None: ...
+
+
+class Store(Protocol):
+    def unit_of_work(self, *, write: bool = True) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+
+class DeliveryQueue(Protocol):
+    """The dispatcher's view of the store: leased claims and batched outcomes."""
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        now_ms: int,
+        limit: int,
+        lease_ms: int,
+        exclude_endpoints: Sequence[str],
+    ) -> list[Claim]: ...
+    async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]: ...
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None: ...
+    async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None: ...
+    async def release(self, owner: str, seqs: Sequence[int]) -> None: ...
+    async def release_all(self) -> int:
+        """Drop every lease (only safe when this process is the store's only worker)."""
+        ...

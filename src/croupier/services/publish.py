@@ -1,0 +1,183 @@
+"""Publishing: one transaction writes the event and a delivery per subscribed endpoint."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from croupier.domain.clock import Clock
+from croupier.domain.deliveries import Delivery
+from croupier.domain.errors import IdempotencyMismatch, NotFound, ValidationFailed
+from croupier.domain.events import Event, fingerprint
+from croupier.domain.ids import new_id
+from croupier.services.event_types import EventTypeService
+from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
+from croupier.services.ports import DeliveryFilter, NewDelivery, Store, StoredEvent
+
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    type: str
+    data: Any
+    id: str | None = None
+    ordering_key: str | None = None
+    occurred_at_ms: int | None = None
+    #: ``occurred_at`` exactly as sent, so a replay is recognised byte for byte.
+    occurred_at_raw: str | None = None
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    event: Event
+    deliveries: int
+    #: True when this call repeated an earlier one and created nothing.
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class EventPage(Page[Event]):
+    """A page of the pull API. ``resume_cursor`` is set even on the last page, so a poller
+    can come back later and receive only what was published since."""
+
+    resume_cursor: str | None
+
+
+@dataclass(frozen=True)
+class EventWithDeliveries:
+    event: Event
+    deliveries: list[Delivery]
+
+
+class PublishService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        event_types: EventTypeService,
+        on_published: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.event_types = event_types
+        self.on_published = on_published
+
+    async def publish(self, tenant_id: str, req: PublishRequest) -> PublishResult:
+        """Validate, then store the event and its deliveries atomically; idempotent on id/key."""
+        for name, value in (("id", req.id), ("ordering_key", req.ordering_key)):
+            if value is not None and not _ID.match(value):
+                raise ValidationFailed(
+                    f"{name} must be 1-200 characters of letters, digits, '_', '.', ':' or '-'",
+                    field=name,
+                )
+        if req.idempotency_key is not None and not 1 <= len(req.idempotency_key) <= 200:
+            raise ValidationFailed(
+                "Idempotency-Key must be 1-200 characters", field="Idempotency-Key"
+            )
+        digest = fingerprint(req.type, req.data, req.ordering_key, req.occurred_at_raw)
+        first = await self._find(tenant_id, req)
+        if first is not None:
+            return _replay(first, digest)
+        event_type = await self.event_types.validate(tenant_id, req.type, req.data)
+        now = self.clock.now_ms()
+        event = Event(
+            id=req.id or new_id("evt", now_ms=now),
+            tenant_id=tenant_id,
+            type=req.type,
+            schema_version=event_type.schema_version,
+            data_json=orjson.dumps(req.data),
+            ordering_key=req.ordering_key,
+            occurred_at_ms=req.occurred_at_ms if req.occurred_at_ms is not None else now,
+            created_at_ms=now,
+            trace_id=req.trace_id,
+        )
+        async with self.store.unit_of_work() as uow:
+            endpoints = await uow.endpoints.subscribed(tenant_id, req.type)
+            seq = await uow.events.add(
+                event,
+                fingerprint=digest,
+                idempotency_key=req.idempotency_key,
+                delivery_count=len(endpoints),
+            )
+            if seq is None:
+                # A concurrent publish of the same id won the race; answer as a replay.
+                stored = await uow.events.find(
+                    tenant_id, event_id=req.id, idempotency_key=req.idempotency_key
+                )
+                if stored is None:
+                    raise IdempotencyMismatch("the event id is being published concurrently")
+                return _replay(stored, digest)
+            stored_event = Event(**{**event.__dict__, "seq": seq})
+            await uow.deliveries.add_many(
+                stored_event,
+                [
+                    NewDelivery(
+                        id=new_id("dlv", now_ms=now),
+                        endpoint_id=e.id,
+                        ordered_key=req.ordering_key if e.ordered else None,
+                    )
+                    for e in endpoints
+                ],
+                now,
+            )
+            await uow.commit()
+        if endpoints:
+            self.on_published()
+        return PublishResult(stored_event, len(endpoints), replayed=False)
+
+    async def list(
+        self,
+        tenant_id: str,
+        *,
+        event_type: str | None,
+        since_ms: int | None,
+        limit: int,
+        cursor: str | None,
+    ) -> EventPage:
+        """Events in the order croupier accepted them: the pull API to catch up from a cursor."""
+        check_limit(limit)
+        async with self.store.unit_of_work(write=False) as uow:
+            rows = await uow.events.page(
+                tenant_id,
+                event_type=event_type,
+                since_ms=since_ms,
+                after_seq=int_cursor(cursor),
+                limit=limit + 1,
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        resume = encode_cursor(rows[-1].seq) if rows else cursor
+        return EventPage(rows, resume if more else None, resume)
+
+    async def get(self, tenant_id: str, event_id: str) -> EventWithDeliveries:
+        async with self.store.unit_of_work(write=False) as uow:
+            event = await uow.events.get(tenant_id, event_id)
+            if event is None:
+                raise NotFound(f"no event {event_id!r}")
+            deliveries = await uow.deliveries.page(
+                tenant_id, DeliveryFilter(event_id=event_id), before_seq=None, limit=1000
+            )
+        return EventWithDeliveries(event, deliveries)
+
+    async def _find(self, tenant_id: str, req: PublishRequest) -> StoredEvent | None:
+        if req.id is None and req.idempotency_key is None:
+            return None
+        async with self.store.unit_of_work(write=False) as uow:
+            return await uow.events.find(
+                tenant_id, event_id=req.id, idempotency_key=req.idempotency_key
+            )
+
+
+def _replay(first: StoredEvent, digest: str) -> PublishResult:
+    if first.fingerprint != digest:
+        raise IdempotencyMismatch(
+            f"event {first.event.id!r} was already published with a different body"
+        )
+    return PublishResult(first.event, first.delivery_count, replayed=True)

@@ -1,0 +1,144 @@
+"""Tenants and API keys: bootstrap, authentication, administration."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+
+from croupier.domain.clock import Clock
+from croupier.domain.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from croupier.domain.ids import new_id
+from croupier.domain.tenants import (
+    DEFAULT_TENANT,
+    KEY_PREFIX,
+    ApiKey,
+    Principal,
+    Tenant,
+    generate_key,
+    hash_key,
+    key_prefix,
+)
+from croupier.services.pagination import Page, check_limit, encode_cursor, str_cursor
+from croupier.services.ports import Store
+
+_TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """What the first start did: the default tenant, and a new admin key if one was made."""
+
+    tenant: Tenant
+    generated_admin_key: str | None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key as created: ``secret`` is shown this once and never stored."""
+
+    key: ApiKey
+    secret: str
+
+
+class TenantService:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def bootstrap(self, admin_key: str | None) -> Bootstrap:
+        """Make sure the ``default`` tenant and an admin key exist.
+
+        ``admin_key`` (from ``CROUPIER_ADMIN_KEY``) is registered if it is new. Without one,
+        a key is generated at the very first start only, and returned so it can be shown.
+        """
+        async with self.store.unit_of_work() as uow:
+            tenant = await uow.tenants.get(DEFAULT_TENANT)
+            if tenant is None:
+                tenant = Tenant(DEFAULT_TENANT, DEFAULT_TENANT, self.clock.now_ms())
+                await uow.tenants.add(tenant)
+            generated = None
+            if admin_key is not None:
+                if len(admin_key) < 20:
+                    raise ValidationFailed(
+                        "CROUPIER_ADMIN_KEY must be at least 20 characters", field="admin_key"
+                    )
+                if await uow.keys.find_by_hash(hash_key(admin_key)) is None:
+                    await uow.keys.add(self._new_key(tenant.id, "admin", admin_key, admin=True))
+            elif not await uow.keys.has_admin():
+                generated = generate_key()
+                await uow.keys.add(self._new_key(tenant.id, "admin", generated, admin=True))
+            await uow.commit()
+        return Bootstrap(tenant, generated)
+
+    async def authenticate(self, raw_key: str | None) -> Principal:
+        if not raw_key:
+            raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+        digest = hash_key(raw_key)
+        async with self.store.unit_of_work(write=False) as uow:
+            key = await uow.keys.find_by_hash(digest)
+        # The lookup is by digest; the comparison below is constant-time all the same.
+        if (
+            key is None
+            or key.revoked_at_ms is not None
+            or not hmac.compare_digest(key.key_hash, digest)
+        ):
+            raise Unauthorized("the API key is not valid")
+        return Principal(tenant_id=key.tenant_id, key_id=key.id, is_admin=key.is_admin)
+
+    async def create_tenant(self, principal: Principal, name: str) -> Tenant:
+        _require_admin(principal)
+        if not _TENANT_NAME.match(name):
+            raise ValidationFailed(
+                "name must be 1-63 lowercase letters, digits, '-' or '_'", field="name"
+            )
+        async with self.store.unit_of_work() as uow:
+            if await uow.tenants.get_by_name(name) is not None:
+                raise Conflict(f"a tenant named {name!r} exists")
+            tenant = Tenant(id=new_id("ten"), name=name, created_at_ms=self.clock.now_ms())
+            await uow.tenants.add(tenant)
+            await uow.commit()
+        return tenant
+
+    async def list_tenants(
+        self, principal: Principal, *, limit: int, cursor: str | None
+    ) -> Page[Tenant]:
+        _require_admin(principal)
+        check_limit(limit)
+        async with self.store.unit_of_work(write=False) as uow:
+            rows = await uow.tenants.page(limit=limit + 1, after=str_cursor(cursor))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor(rows[-1].id) if more else None)
+
+    async def create_key(
+        self, principal: Principal | None, tenant: str, *, name: str = "", admin: bool = False
+    ) -> IssuedKey:
+        """Issue a key for ``tenant`` (an id or a name). ``principal`` None means the CLI."""
+        if principal is not None:
+            _require_admin(principal)
+        async with self.store.unit_of_work() as uow:
+            found = await uow.tenants.get(tenant) or await uow.tenants.get_by_name(tenant)
+            if found is None:
+                raise NotFound(f"no tenant {tenant!r}")
+            secret = generate_key()
+            key = self._new_key(found.id, name, secret, admin=admin)
+            await uow.keys.add(key)
+            await uow.commit()
+        return IssuedKey(key, secret)
+
+    def _new_key(self, tenant_id: str, name: str, raw: str, *, admin: bool) -> ApiKey:
+        return ApiKey(
+            id=new_id("key"),
+            tenant_id=tenant_id,
+            name=name,
+            prefix=key_prefix(raw) if raw.startswith(KEY_PREFIX) else raw[:4],
+            key_hash=hash_key(raw),
+            is_admin=admin,
+            created_at_ms=self.clock.now_ms(),
+        )
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("this needs the admin key")

@@ -1,0 +1,209 @@
+"""The dispatcher's side of the store: leased claims, lease renewal, batched outcomes.
+
+A claim sets ``lease_until``/``lease_owner`` on due rows. A lease that runs out (the worker
+died) makes the row claimable again, so a delivery is never lost; only the ones in flight at
+a crash may be sent twice. On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets many workers claim
+side by side; on SQLite one process owns the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import orjson
+from sqlalchemy import bindparam, exists, insert, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from croupier.domain.deliveries import DeliveryStatus
+from croupier.domain.endpoints import Endpoint
+from croupier.services.ports import Claim, Outcome
+from croupier.store import tables as t
+from croupier.store.engine import transaction
+from croupier.store.repositories import endpoint_from_row, event_from_row
+
+#: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
+_OPEN = text("deliveries.status IN ('pending', 'failed')")
+_CHUNK = 500
+
+
+class SqlDeliveryQueue:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._pg = engine.dialect.name == "postgresql"
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        now_ms: int,
+        limit: int,
+        lease_ms: int,
+        exclude_endpoints: Sequence[str],
+    ) -> list[Claim]:
+        d = t.deliveries.c
+        e = t.endpoints.c
+        head = t.deliveries.alias("head")
+        # An ordered delivery waits while an earlier one for the same endpoint and key is open.
+        blocked = exists().where(
+            head.c.endpoint_id == d.endpoint_id,
+            head.c.ordered_key == d.ordered_key,
+            head.c.seq < d.seq,
+            head.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]),
+        )
+        due = (
+            select(d.seq)
+            .select_from(t.deliveries.join(t.endpoints, e.id == d.endpoint_id))
+            .where(
+                _OPEN,
+                d.due_at <= now_ms,
+                or_(d.lease_until.is_(None), d.lease_until < now_ms),
+                e.disabled.is_(False),
+                e.deleted_at.is_(None),
+                or_(d.ordered_key.is_(None), ~blocked),
+            )
+            .order_by(d.due_at)
+            .limit(limit)
+        )
+        if exclude_endpoints:
+            due = due.where(d.endpoint_id.not_in(list(exclude_endpoints)))
+        if self._pg:
+            due = due.with_for_update(of=t.deliveries, skip_locked=True)
+        claim = (
+            update(t.deliveries)
+            .where(d.seq.in_(due.scalar_subquery()))
+            .values(lease_until=now_ms + lease_ms, lease_owner=owner)
+            .returning(d.seq, d.id, d.endpoint_id, d.attempts, d.cycle_start, d.event_seq)
+        )
+        async with transaction(self.engine) as conn:
+            rows = (await conn.execute(claim)).all()
+            if not rows:
+                return []
+            event_rows = await conn.execute(
+                select(t.events).where(t.events.c.seq.in_({r.event_seq for r in rows}))
+            )
+            events = {r.seq: event_from_row(r) for r in event_rows}
+            version_rows = await conn.execute(
+                select(e.id, e.version).where(e.id.in_({r.endpoint_id for r in rows}))
+            )
+            versions = {r.id: r.version for r in version_rows}
+        claims = [
+            Claim(
+                seq=r.seq,
+                id=r.id,
+                endpoint_id=r.endpoint_id,
+                endpoint_version=versions[r.endpoint_id],
+                attempts=r.attempts,
+                cycle_start=r.cycle_start,
+                event=events[r.event_seq],
+            )
+            for r in rows
+        ]
+        claims.sort(key=lambda c: c.seq)
+        return claims
+
+    async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.endpoints).where(t.endpoints.c.id.in_(list(endpoint_ids)))
+            )
+            return {r.id: endpoint_from_row(r) for r in rows}
+
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
+        if not outcomes:
+            return
+        d = t.deliveries.c
+        attempt_rows = [
+            {
+                "id": o.attempt.id,
+                "delivery_seq": o.claim.seq,
+                "tenant_id": o.claim.event.tenant_id,
+                "number": o.attempt.number,
+                "started_at": o.attempt.result.started_at_ms,
+                "duration_ms": o.attempt.result.duration_ms,
+                "status_code": o.attempt.result.status_code,
+                "error": o.attempt.result.error,
+                "request_headers": orjson.dumps(dict(o.attempt.request_headers)).decode(),
+                "response_headers": orjson.dumps(dict(o.attempt.result.response_headers)).decode(),
+                "response_body": o.attempt.result.response_body,
+            }
+            for o in outcomes
+        ]
+        delivery_rows = [
+            {
+                "b_seq": o.claim.seq,
+                "b_status": o.decision.status.value,
+                "b_attempts": o.attempt.number,
+                "b_due_at": o.decision.next_attempt_at_ms,
+                "b_code": o.attempt.result.status_code,
+                "b_error": o.attempt.result.error,
+            }
+            for o in outcomes
+        ]
+        # Only the lease holder may write the outcome: if the lease was lost and someone
+        # else sent it meanwhile, their result stands and this attempt is only logged.
+        set_outcome = (
+            update(t.deliveries)
+            .where(d.seq == bindparam("b_seq"), d.lease_owner == owner)
+            .values(
+                status=bindparam("b_status"),
+                attempts=bindparam("b_attempts"),
+                due_at=bindparam("b_due_at"),
+                last_status_code=bindparam("b_code"),
+                last_error=bindparam("b_error"),
+                lease_until=None,
+                lease_owner=None,
+                updated_at=now_ms,
+            )
+        )
+        gone = sorted({o.claim.endpoint_id for o in outcomes if o.decision.disable_endpoint})
+        async with transaction(self.engine) as conn:
+            await conn.execute(insert(t.attempts), attempt_rows)
+            await conn.execute(set_outcome, delivery_rows)
+            if gone:
+                e = t.endpoints.c
+                await conn.execute(
+                    update(t.endpoints)
+                    .where(e.id.in_(gone), e.disabled.is_(False))
+                    .values(
+                        disabled=True,
+                        disabled_reason="the endpoint answered 410 Gone",
+                        updated_at=now_ms,
+                        version=e.version + 1,
+                    )
+                )
+
+    async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
+        d = t.deliveries.c
+        async with transaction(self.engine) as conn:
+            for chunk in _chunks(seqs):
+                await conn.execute(
+                    update(t.deliveries)
+                    .where(d.seq.in_(chunk), d.lease_owner == owner)
+                    .values(lease_until=until_ms)
+                )
+
+    async def release(self, owner: str, seqs: Sequence[int]) -> None:
+        d = t.deliveries.c
+        async with transaction(self.engine) as conn:
+            for chunk in _chunks(seqs):
+                await conn.execute(
+                    update(t.deliveries)
+                    .where(d.seq.in_(chunk), d.lease_owner == owner)
+                    .values(lease_until=None, lease_owner=None)
+                )
+
+    async def release_all(self) -> int:
+        d = t.deliveries.c
+        async with transaction(self.engine) as conn:
+            res = await conn.execute(
+                update(t.deliveries)
+                .where(d.lease_owner.is_not(None))
+                .values(lease_until=None, lease_owner=None)
+            )
+            return int(res.rowcount)
+
+
+def _chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
+    items = list(seqs)
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]

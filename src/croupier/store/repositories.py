@@ -1,0 +1,609 @@
+"""The repositories and the unit of work, on SQLAlchemy Core. Every query names its tenant."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import Row, and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from croupier.domain.deliveries import (
+    OPEN_STATUSES,
+    Attempt,
+    AttemptResult,
+    Delivery,
+    DeliveryStatus,
+)
+from croupier.domain.endpoints import Endpoint
+from croupier.domain.events import Event, EventType
+from croupier.domain.tenants import ApiKey, Tenant
+from croupier.services.ports import DeliveryFilter, NewDelivery, StoredEvent
+from croupier.store import tables as t
+from croupier.store.engine import WRITE_OPTION
+
+
+class SqlStore:
+    """The store: hands out units of work over one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[SqlUnitOfWork]:
+        async with self.engine.connect() as conn:
+            if write:
+                conn = await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin() as tx:
+                uow = SqlUnitOfWork(conn)
+                yield uow
+                if uow.committed:
+                    await tx.commit()
+                else:
+                    await tx.rollback()
+
+
+class SqlUnitOfWork:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.committed = False
+        self.tenants = SqlTenantRepo(conn)
+        self.keys = SqlKeyRepo(conn)
+        self.event_types = SqlEventTypeRepo(conn)
+        self.endpoints = SqlEndpointRepo(conn)
+        self.events = SqlEventRepo(conn)
+        self.deliveries = SqlDeliveryRepo(conn)
+
+    async def commit(self) -> None:
+        self.committed = True
+
+
+class SqlTenantRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, tenant: Tenant) -> None:
+        await self.conn.execute(
+            insert(t.tenants).values(
+                id=tenant.id, name=tenant.name, created_at=tenant.created_at_ms
+            )
+        )
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        row = (
+            await self.conn.execute(select(t.tenants).where(t.tenants.c.id == tenant_id))
+        ).first()
+        return _tenant(row) if row else None
+
+    async def get_by_name(self, name: str) -> Tenant | None:
+        row = (await self.conn.execute(select(t.tenants).where(t.tenants.c.name == name))).first()
+        return _tenant(row) if row else None
+
+    async def page(self, *, limit: int, after: str | None) -> list[Tenant]:
+        q = select(t.tenants).order_by(t.tenants.c.id).limit(limit)
+        if after is not None:
+            q = q.where(t.tenants.c.id > after)
+        return [_tenant(r) for r in await self.conn.execute(q)]
+
+
+class SqlKeyRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, key: ApiKey) -> None:
+        await self.conn.execute(
+            insert(t.api_keys).values(
+                id=key.id,
+                tenant_id=key.tenant_id,
+                name=key.name,
+                prefix=key.prefix,
+                key_hash=key.key_hash,
+                is_admin=key.is_admin,
+                created_at=key.created_at_ms,
+                revoked_at=key.revoked_at_ms,
+            )
+        )
+
+    async def find_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = (
+            await self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
+        ).first()
+        if row is None:
+            return None
+        return ApiKey(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            name=row.name,
+            prefix=row.prefix,
+            key_hash=row.key_hash,
+            is_admin=row.is_admin,
+            created_at_ms=row.created_at,
+            revoked_at_ms=row.revoked_at,
+        )
+
+    async def has_admin(self) -> bool:
+        q = select(t.api_keys.c.id).where(
+            t.api_keys.c.is_admin.is_(True), t.api_keys.c.revoked_at.is_(None)
+        )
+        return (await self.conn.execute(q.limit(1))).first() is not None
+
+
+class SqlEventTypeRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def upsert(self, tenant_id: str, event_type: EventType, now_ms: int) -> None:
+        values = {
+            "schema": orjson.dumps(event_type.schema).decode(),
+            "schema_version": event_type.schema_version,
+            "description": event_type.description,
+            "updated_at": now_ms,
+        }
+        res = await self.conn.execute(
+            update(t.event_types)
+            .where(t.event_types.c.tenant_id == tenant_id, t.event_types.c.name == event_type.name)
+            .values(**values)
+        )
+        if res.rowcount == 0:
+            await self.conn.execute(
+                insert(t.event_types).values(
+                    tenant_id=tenant_id, name=event_type.name, created_at=now_ms, **values
+                )
+            )
+
+    async def get(self, tenant_id: str, name: str) -> EventType | None:
+        row = (
+            await self.conn.execute(
+                select(t.event_types).where(
+                    t.event_types.c.tenant_id == tenant_id, t.event_types.c.name == name
+                )
+            )
+        ).first()
+        return _event_type(row) if row else None
+
+    async def all(self, tenant_id: str) -> list[EventType]:
+        q = (
+            select(t.event_types)
+            .where(t.event_types.c.tenant_id == tenant_id)
+            .order_by(t.event_types.c.name)
+        )
+        return [_event_type(r) for r in await self.conn.execute(q)]
+
+
+class SqlEndpointRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, endpoint: Endpoint) -> None:
+        await self.conn.execute(insert(t.endpoints).values(**_endpoint_values(endpoint)))
+
+    async def get(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        row = (
+            await self.conn.execute(
+                select(t.endpoints).where(
+                    t.endpoints.c.tenant_id == tenant_id,
+                    t.endpoints.c.id == endpoint_id,
+                    t.endpoints.c.deleted_at.is_(None),
+                )
+            )
+        ).first()
+        return endpoint_from_row(row) if row else None
+
+    async def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]:
+        q = (
+            select(t.endpoints)
+            .where(t.endpoints.c.tenant_id == tenant_id, t.endpoints.c.deleted_at.is_(None))
+            .order_by(t.endpoints.c.id)
+            .limit(limit)
+        )
+        if after is not None:
+            q = q.where(t.endpoints.c.id > after)
+        return [endpoint_from_row(r) for r in await self.conn.execute(q)]
+
+    async def update(self, endpoint: Endpoint) -> None:
+        values = _endpoint_values(endpoint)
+        del values["id"], values["tenant_id"], values["created_at"]
+        await self.conn.execute(
+            update(t.endpoints)
+            .where(t.endpoints.c.tenant_id == endpoint.tenant_id, t.endpoints.c.id == endpoint.id)
+            .values(**values)
+        )
+
+    async def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None:
+        await self.conn.execute(
+            update(t.endpoints)
+            .where(t.endpoints.c.tenant_id == tenant_id, t.endpoints.c.id == endpoint_id)
+            .values(deleted_at=now_ms, updated_at=now_ms, version=t.endpoints.c.version + 1)
+        )
+
+    async def subscribed(self, tenant_id: str, event_type: str) -> list[Endpoint]:
+        # Subscriptions are a short JSON list per endpoint; a tenant has few endpoints, so
+        # filtering in Python beats a per-backend JSON query.
+        q = select(t.endpoints).where(
+            t.endpoints.c.tenant_id == tenant_id,
+            t.endpoints.c.deleted_at.is_(None),
+            t.endpoints.c.disabled.is_(False),
+        )
+        found = [endpoint_from_row(r) for r in await self.conn.execute(q)]
+        return [e for e in found if e.subscribes_to(event_type)]
+
+    async def tenant_of(self, endpoint_id: str) -> str | None:
+        q = select(t.endpoints.c.tenant_id).where(
+            t.endpoints.c.id == endpoint_id, t.endpoints.c.deleted_at.is_(None)
+        )
+        return (await self.conn.execute(q)).scalar_one_or_none()
+
+
+class SqlEventRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(
+        self, event: Event, *, fingerprint: str, idempotency_key: str | None, delivery_count: int
+    ) -> int | None:
+        stmt = (
+            insert(t.events)
+            .values(
+                id=event.id,
+                tenant_id=event.tenant_id,
+                type=event.type,
+                schema_version=event.schema_version,
+                data=event.data_json.decode(),
+                ordering_key=event.ordering_key,
+                occurred_at=event.occurred_at_ms,
+                created_at=event.created_at_ms,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                trace_id=event.trace_id,
+                delivery_count=delivery_count,
+            )
+            .returning(t.events.c.seq)
+        )
+        try:
+            async with self.conn.begin_nested():
+                return int((await self.conn.execute(stmt)).scalar_one())
+        except IntegrityError:
+            return None
+
+    async def find(
+        self, tenant_id: str, *, event_id: str | None, idempotency_key: str | None
+    ) -> StoredEvent | None:
+        clauses = []
+        if event_id is not None:
+            clauses.append(t.events.c.id == event_id)
+        if idempotency_key is not None:
+            clauses.append(t.events.c.idempotency_key == idempotency_key)
+        if not clauses:
+            return None
+        for clause in clauses:
+            row = (
+                await self.conn.execute(
+                    select(t.events).where(t.events.c.tenant_id == tenant_id, clause)
+                )
+            ).first()
+            if row is not None:
+                return StoredEvent(
+                    event=event_from_row(row),
+                    fingerprint=row.fingerprint,
+                    delivery_count=row.delivery_count,
+                    idempotency_key=row.idempotency_key,
+                )
+        return None
+
+    async def get(self, tenant_id: str, event_id: str) -> Event | None:
+        row = (
+            await self.conn.execute(
+                select(t.events).where(t.events.c.tenant_id == tenant_id, t.events.c.id == event_id)
+            )
+        ).first()
+        return event_from_row(row) if row else None
+
+    async def page(
+        self,
+        tenant_id: str,
+        *,
+        event_type: str | None,
+        since_ms: int | None,
+        after_seq: int | None,
+        limit: int,
+    ) -> list[Event]:
+        q = select(t.events).where(t.events.c.tenant_id == tenant_id)
+        if event_type is not None:
+            q = q.where(t.events.c.type == event_type)
+        if since_ms is not None:
+            q = q.where(t.events.c.created_at >= since_ms)
+        if after_seq is not None:
+            q = q.where(t.events.c.seq > after_seq)
+        q = q.order_by(t.events.c.seq).limit(limit)
+        return [event_from_row(r) for r in await self.conn.execute(q)]
+
+
+class SqlDeliveryRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add_many(self, event: Event, deliveries: Sequence[NewDelivery], now_ms: int) -> None:
+        if not deliveries:
+            return
+        await self.conn.execute(
+            insert(t.deliveries),
+            [
+                {
+                    "id": d.id,
+                    "tenant_id": event.tenant_id,
+                    "event_seq": event.seq,
+                    "event_id": event.id,
+                    "endpoint_id": d.endpoint_id,
+                    "event_type": event.type,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "cycle_start": 0,
+                    "due_at": now_ms,
+                    "ordered_key": d.ordered_key,
+                    "created_at": now_ms,
+                    "updated_at": now_ms,
+                }
+                for d in deliveries
+            ],
+        )
+
+    async def get(self, tenant_id: str, delivery_id: str) -> Delivery | None:
+        row = (
+            await self.conn.execute(
+                select(t.deliveries).where(
+                    t.deliveries.c.tenant_id == tenant_id, t.deliveries.c.id == delivery_id
+                )
+            )
+        ).first()
+        return delivery_from_row(row) if row else None
+
+    async def page(
+        self, tenant_id: str, flt: DeliveryFilter, *, before_seq: int | None, limit: int
+    ) -> list[Delivery]:
+        d = t.deliveries.c
+        q = select(t.deliveries).where(d.tenant_id == tenant_id)
+        if flt.endpoint_id is not None:
+            q = q.where(d.endpoint_id == flt.endpoint_id)
+        if flt.status is not None:
+            q = q.where(d.status == flt.status.value)
+        if flt.event_type is not None:
+            q = q.where(d.event_type == flt.event_type)
+        if flt.since_ms is not None:
+            q = q.where(d.created_at >= flt.since_ms)
+        if flt.event_id is not None:
+            q = q.where(d.event_id == flt.event_id)
+        if before_seq is not None:
+            q = q.where(d.seq < before_seq)
+        q = q.order_by(d.seq.desc()).limit(limit)
+        return [delivery_from_row(r) for r in await self.conn.execute(q)]
+
+    async def attempts(self, tenant_id: str, delivery_seq: int) -> list[Attempt]:
+        a = t.attempts.c
+        q = (
+            select(t.attempts, t.deliveries.c.id.label("delivery_id"))
+            .join(t.deliveries, t.deliveries.c.seq == a.delivery_seq)
+            .where(a.tenant_id == tenant_id, a.delivery_seq == delivery_seq)
+            .order_by(a.seq)
+        )
+        return [
+            Attempt(
+                id=r.id,
+                delivery_id=r.delivery_id,
+                number=r.number,
+                request_headers=orjson.loads(r.request_headers),
+                result=AttemptResult(
+                    started_at_ms=r.started_at,
+                    duration_ms=r.duration_ms,
+                    status_code=r.status_code,
+                    error=r.error,
+                    response_headers=orjson.loads(r.response_headers),
+                    response_body=r.response_body,
+                ),
+            )
+            for r in await self.conn.execute(q)
+        ]
+
+    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> None:
+        d = t.deliveries.c
+        await self.conn.execute(
+            update(t.deliveries)
+            .where(d.tenant_id == tenant_id, d.id == delivery_id, _not_leased(now_ms))
+            .values(_restart_values(now_ms))
+        )
+
+    async def replay(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        statuses: Sequence[DeliveryStatus],
+        since_ms: int | None,
+        until_ms: int | None,
+        now_ms: int,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        d = t.deliveries.c
+        q = (
+            select(d.seq)
+            .where(
+                _window(tenant_id, endpoint_id, statuses, since_ms, until_ms), _not_leased(now_ms)
+            )
+            .order_by(d.seq)
+            .limit(limit)
+        )
+        if after_seq is not None:
+            q = q.where(d.seq > after_seq)
+        seqs = list((await self.conn.execute(q)).scalars())
+        if not seqs:
+            return 0, None
+        await self.conn.execute(
+            update(t.deliveries).where(d.seq.in_(seqs)).values(_restart_values(now_ms))
+        )
+        return len(seqs), seqs[-1]
+
+    async def count(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        statuses: Sequence[DeliveryStatus],
+        since_ms: int | None,
+        until_ms: int | None,
+    ) -> int:
+        q = select(func.count()).where(
+            _window(tenant_id, endpoint_id, statuses, since_ms, until_ms)
+        )
+        return int((await self.conn.execute(q)).scalar_one())
+
+    async def cancel_open(self, tenant_id: str, endpoint_id: str, now_ms: int) -> int:
+        d = t.deliveries.c
+        res = await self.conn.execute(
+            update(t.deliveries)
+            .where(
+                d.tenant_id == tenant_id,
+                d.endpoint_id == endpoint_id,
+                d.status.in_([s.value for s in OPEN_STATUSES]),
+            )
+            .values(
+                status=DeliveryStatus.CANCELLED.value,
+                due_at=None,
+                lease_until=None,
+                lease_owner=None,
+                updated_at=now_ms,
+            )
+        )
+        return int(res.rowcount)
+
+
+def _window(
+    tenant_id: str,
+    endpoint_id: str,
+    statuses: Sequence[DeliveryStatus],
+    since_ms: int | None,
+    until_ms: int | None,
+) -> Any:
+    d = t.deliveries.c
+    clauses = [
+        d.tenant_id == tenant_id,
+        d.endpoint_id == endpoint_id,
+        d.status.in_([s.value for s in statuses]),
+    ]
+    if since_ms is not None:
+        clauses.append(d.created_at >= since_ms)
+    if until_ms is not None:
+        clauses.append(d.created_at < until_ms)
+    return and_(*clauses)
+
+
+def _not_leased(now_ms: int) -> Any:
+    """Rows no dispatcher is sending right now (restarting those could send them twice)."""
+    d = t.deliveries.c
+    return or_(d.lease_until.is_(None), d.lease_until < now_ms)
+
+
+def _restart_values(now_ms: int) -> dict[str, Any]:
+    """A delivery that starts a new retry cycle: due now, with the full schedule ahead."""
+    d = t.deliveries.c
+    return {
+        "status": DeliveryStatus.PENDING.value,
+        "due_at": now_ms,
+        "cycle_start": d.attempts,
+        "lease_until": None,
+        "lease_owner": None,
+        "updated_at": now_ms,
+    }
+
+
+def _tenant(row: Row[Any]) -> Tenant:
+    return Tenant(id=row.id, name=row.name, created_at_ms=row.created_at)
+
+
+def _event_type(row: Row[Any]) -> EventType:
+    return EventType(
+        name=row.name,
+        schema=orjson.loads(row.schema),
+        schema_version=row.schema_version,
+        description=row.description,
+        category="custom",
+        builtin=False,
+    )
+
+
+def _endpoint_values(e: Endpoint) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "tenant_id": e.tenant_id,
+        "url": e.url,
+        "description": e.description,
+        "event_types": orjson.dumps(list(e.event_types)).decode(),
+        "secret": e.secret,
+        "dialect": e.dialect,
+        "headers": orjson.dumps(dict(e.headers)).decode(),
+        "timeout_ms": e.timeout_ms,
+        "retry_schedule": orjson.dumps(list(e.retry_schedule)).decode(),
+        "ordered": e.ordered,
+        "disabled": e.disabled,
+        "disabled_reason": e.disabled_reason,
+        "created_at": e.created_at_ms,
+        "updated_at": e.updated_at_ms,
+        "version": e.version,
+    }
+
+
+def endpoint_from_row(row: Row[Any]) -> Endpoint:
+    return Endpoint(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        url=row.url,
+        description=row.description,
+        event_types=tuple(orjson.loads(row.event_types)),
+        secret=row.secret,
+        dialect=row.dialect,
+        headers=orjson.loads(row.headers),
+        timeout_ms=row.timeout_ms,
+        retry_schedule=tuple(orjson.loads(row.retry_schedule)),
+        ordered=row.ordered,
+        disabled=row.disabled,
+        disabled_reason=row.disabled_reason,
+        created_at_ms=row.created_at,
+        updated_at_ms=row.updated_at,
+        version=row.version,
+    )
+
+
+def event_from_row(row: Row[Any]) -> Event:
+    return Event(
+        seq=row.seq,
+        id=row.id,
+        tenant_id=row.tenant_id,
+        type=row.type,
+        schema_version=row.schema_version,
+        data_json=row.data.encode(),
+        ordering_key=row.ordering_key,
+        occurred_at_ms=row.occurred_at,
+        created_at_ms=row.created_at,
+        trace_id=row.trace_id,
+    )
+
+
+def delivery_from_row(row: Row[Any]) -> Delivery:
+    return Delivery(
+        seq=row.seq,
+        id=row.id,
+        tenant_id=row.tenant_id,
+        event_id=row.event_id,
+        endpoint_id=row.endpoint_id,
+        event_type=row.event_type,
+        status=DeliveryStatus(row.status),
+        attempts=row.attempts,
+        next_attempt_at_ms=row.due_at,
+        created_at_ms=row.created_at,
+        updated_at_ms=row.updated_at,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        ordering_key=row.ordered_key,
+    )

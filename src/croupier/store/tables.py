@@ -1,0 +1,170 @@
+"""The schema, in SQLAlchemy Core. Times are integer epoch milliseconds on every backend.
+
+Migrations in ``croupier/migrations`` create exactly these tables; a contract test checks
+that the two agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: A 64-bit key that SQLite still treats as its rowid (and so auto-increments).
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("is_admin", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+event_types = Table(
+    "event_types",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("schema", Text, nullable=False),
+    Column("schema_version", String(32), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("event_types", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("dialect", String(32), nullable=False, server_default="standard"),
+    Column("headers", Text, nullable=False, server_default="{}"),
+    Column("timeout_ms", Integer, nullable=False),
+    Column("retry_schedule", Text, nullable=False),
+    Column("ordered", Boolean, nullable=False, server_default=text("false")),
+    Column("disabled", Boolean, nullable=False, server_default=text("false")),
+    Column("disabled_reason", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    Column("version", Integer, nullable=False, server_default="1"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("type", String(200), nullable=False),
+    Column("schema_version", String(32), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("ordering_key", String(200), nullable=True),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("trace_id", String(64), nullable=True),
+    Column("delivery_count", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("tenant_id", "id"),
+    UniqueConstraint("tenant_id", "idempotency_key"),
+    Index("ix_events_tenant_id_type_seq", "tenant_id", "type", "seq"),
+    Index("ix_events_tenant_id_created_at", "tenant_id", "created_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("event_seq", BigInteger, ForeignKey("events.seq"), nullable=False, index=True),
+    Column("event_id", String(200), nullable=False),
+    Column("endpoint_id", String(64), ForeignKey("endpoints.id"), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # attempts made before the current retry cycle began (a replay starts a new cycle)
+    Column("cycle_start", Integer, nullable=False, server_default="0"),
+    Column("due_at", BigInteger, nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    # the event's ordering key, set only when the endpoint delivers in order
+    Column("ordered_key", String(200), nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(
+        "ix_deliveries_due",
+        "due_at",
+        sqlite_where=text("status IN ('pending', 'failed')"),
+        postgresql_where=text("status IN ('pending', 'failed')"),
+    ),
+    Index(
+        "ix_deliveries_ordered",
+        "endpoint_id",
+        "ordered_key",
+        "seq",
+        sqlite_where=text("ordered_key IS NOT NULL AND status IN ('pending', 'failed')"),
+        postgresql_where=text("ordered_key IS NOT NULL AND status IN ('pending', 'failed')"),
+    ),
+    Index("ix_deliveries_tenant_id_seq", "tenant_id", "seq"),
+    Index("ix_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("delivery_seq", BigInteger, ForeignKey("deliveries.seq"), nullable=False, index=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("request_headers", Text, nullable=False, server_default="{}"),
+    Column("response_headers", Text, nullable=False, server_default="{}"),
+    Column("response_body", Text, nullable=False, server_default=""),
+)
