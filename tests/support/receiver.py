@@ -65,23 +65,26 @@ class Receiver:
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
 
-    async def wait_for(self, count: int, *, timeout: float = 10.0) -> None:
-        """Until ``count`` requests arrived in all; fails the test on timeout."""
+    async def wait_for(
+        self, count: int, *, path: str | None = None, within_s: float = 10.0
+    ) -> None:
+        """Until ``count`` requests arrived (at ``path``, or in all); fails on timeout."""
+
+        def enough() -> bool:
+            got = self.requests if path is None else self.at(path)
+            return len(got) >= count
+
         async with self._arrived:
-            await asyncio.wait_for(
-                self._arrived.wait_for(lambda: len(self.requests) >= count), timeout
-            )
+            await asyncio.wait_for(self._arrived.wait_for(enough), within_s)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         n = self._counts.get(request.path, 0)
         self._counts[request.path] = n + 1
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        # Recorded before the script runs, so a script may look at ``requests[-1]``.
+        self.requests.append(Received(request.path, headers, body, time.time()))
         reply = self.script(request.path, n)
-        self.requests.append(
-            Received(
-                request.path, {k.lower(): v for k, v in request.headers.items()}, body, time.time()
-            )
-        )
         async with self._arrived:
             self._arrived.notify_all()
         if reply.delay_s:

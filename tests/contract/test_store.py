@@ -1,0 +1,463 @@
+"""The store's contract, run against every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from croupier.domain.deliveries import (
+    Attempt,
+    AttemptResult,
+    Decision,
+    DeliveryStatus,
+)
+from croupier.domain.endpoints import Endpoint
+from croupier.domain.events import Event, EventType
+from croupier.domain.tenants import ApiKey, Tenant
+from croupier.services.ports import DeliveryFilter, NewDelivery, Outcome
+from croupier.store.queue import SqlDeliveryQueue
+from croupier.store.repositories import SqlStore
+from croupier.store.tables import metadata
+
+T0 = 1_700_000_000_000
+
+
+async def test_the_migrations_create_exactly_the_declared_schema(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
+    assert diff == []
+
+
+async def seed(store: SqlStore, *tenants: str) -> None:
+    async with store.unit_of_work() as uow:
+        for name in tenants:
+            await uow.tenants.add(Tenant(name, name, T0))
+        await uow.commit()
+
+
+def endpoint(
+    tenant: str, ep_id: str, *, ordered: bool = False, types: tuple[str, ...] = ("t",)
+) -> Endpoint:
+    return Endpoint(
+        id=ep_id,
+        tenant_id=tenant,
+        url="http://127.0.0.1:1/x",
+        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        event_types=types,
+        headers={"X-A": "1"},
+        retry_schedule=(0, 10),
+        ordered=ordered,
+        created_at_ms=T0,
+        updated_at_ms=T0,
+    )
+
+
+def event(tenant: str, ev_id: str, *, key: str | None = None) -> Event:
+    return Event(
+        id=ev_id,
+        tenant_id=tenant,
+        type="t",
+        schema_version="1.0.0",
+        data_json=b'{"n":1}',
+        occurred_at_ms=T0,
+        created_at_ms=T0,
+        ordering_key=key,
+        trace_id="tr",
+    )
+
+
+async def publish(
+    store: SqlStore, ev: Event, endpoints: list[tuple[str, str | None]], now: int = T0
+) -> Event:
+    async with store.unit_of_work() as uow:
+        seq = await uow.events.add(ev, fingerprint="f", idempotency_key=None, delivery_count=1)
+        assert seq is not None
+        stored = dataclasses.replace(ev, seq=seq)
+        await uow.deliveries.add_many(
+            stored,
+            [NewDelivery(f"dlv_{ev.id}_{ep}", ep, key) for ep, key in endpoints],
+            now,
+        )
+        await uow.commit()
+    return stored
+
+
+def outcome_for(claim: object, status: DeliveryStatus, due: int | None, code: int = 200) -> Outcome:
+    from croupier.services.ports import Claim
+
+    assert isinstance(claim, Claim)
+    result = AttemptResult(
+        started_at_ms=T0,
+        duration_ms=2.5,
+        status_code=code,
+        response_headers={"x": "y"},
+        response_body="ok",
+    )
+    attempt = Attempt(
+        f"att_{claim.id}_{claim.attempts}",
+        claim.id,
+        claim.attempts + 1,
+        result,
+        {"webhook-id": claim.event.id},
+    )
+    return Outcome(claim, attempt, Decision(status, due))
+
+
+async def test_tenants_and_keys_round_trip(store: SqlStore) -> None:
+    await seed(store, "a")
+    key = ApiKey("key_1", "a", "n", "ck_abc", "h" * 64, True, T0)
+    async with store.unit_of_work() as uow:
+        await uow.keys.add(key)
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        assert await uow.keys.find_by_hash("h" * 64) == key
+        assert await uow.keys.has_admin()
+        assert await uow.tenants.get_by_name("a") == Tenant("a", "a", T0)
+        assert [t.id for t in await uow.tenants.page(limit=10, after=None)] == ["a"]
+
+
+async def test_a_unit_of_work_without_commit_keeps_nothing(store: SqlStore) -> None:
+    async with store.unit_of_work() as uow:
+        await uow.tenants.add(Tenant("gone", "gone", T0))
+    async with store.unit_of_work(write=False) as uow:
+        assert await uow.tenants.get("gone") is None
+
+
+async def test_endpoints_are_scoped_to_their_tenant(store: SqlStore) -> None:
+    await seed(store, "a", "b")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_a"))
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        assert (await uow.endpoints.get("a", "ep_a")) == endpoint("a", "ep_a")
+        assert await uow.endpoints.get("b", "ep_a") is None
+        assert await uow.endpoints.page("b", limit=10, after=None) == []
+        assert [e.id for e in await uow.endpoints.subscribed("a", "t")] == ["ep_a"]
+        assert await uow.endpoints.subscribed("b", "t") == []
+        assert await uow.endpoints.subscribed("a", "other") == []
+
+
+async def test_deleted_and_disabled_endpoints_get_no_new_deliveries(store: SqlStore) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.endpoints.add(dataclasses.replace(endpoint("a", "ep_2"), disabled=True))
+        await uow.endpoints.add(endpoint("a", "ep_3"))
+        await uow.endpoints.delete("a", "ep_3", T0)
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        assert [e.id for e in await uow.endpoints.subscribed("a", "t")] == ["ep_1"]
+        assert await uow.endpoints.get("a", "ep_3") is None
+
+
+async def test_an_event_id_is_unique_per_tenant_only(store: SqlStore) -> None:
+    await seed(store, "a", "b")
+    async with store.unit_of_work() as uow:
+        assert await uow.events.add(
+            event("a", "e1"), fingerprint="f", idempotency_key="k", delivery_count=0
+        )
+        assert (
+            await uow.events.add(
+                event("a", "e1"), fingerprint="f", idempotency_key=None, delivery_count=0
+            )
+            is None
+        )
+        assert (
+            await uow.events.add(
+                event("a", "e2"), fingerprint="f", idempotency_key="k", delivery_count=0
+            )
+            is None
+        )
+        assert await uow.events.add(
+            event("b", "e1"), fingerprint="g", idempotency_key="k", delivery_count=0
+        )
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        found = await uow.events.find("a", event_id=None, idempotency_key="k")
+        assert found is not None and found.event.id == "e1" and found.fingerprint == "f"
+        other = await uow.events.find("b", event_id="e1", idempotency_key=None)
+        assert other is not None and other.fingerprint == "g"
+        assert await uow.events.get("b", "e2") is None
+
+
+async def test_events_page_in_publish_order_with_filters(store: SqlStore) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        for i in range(5):
+            ev = dataclasses.replace(
+                event("a", f"e{i}"), created_at_ms=T0 + i, type="t" if i % 2 == 0 else "u"
+            )
+            await uow.events.add(ev, fingerprint="f", idempotency_key=None, delivery_count=0)
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        everything = await uow.events.page(
+            "a", event_type=None, since_ms=None, after_seq=None, limit=10
+        )
+        assert [e.id for e in everything] == ["e0", "e1", "e2", "e3", "e4"]
+        ts = await uow.events.page("a", event_type="t", since_ms=T0 + 1, after_seq=None, limit=10)
+        assert [e.id for e in ts] == ["e2", "e4"]
+        after = await uow.events.page(
+            "a", event_type=None, since_ms=None, after_seq=everything[2].seq, limit=1
+        )
+        assert [e.id for e in after] == ["e3"]
+        assert orjson.loads(after[0].data_json) == {"n": 1}
+
+
+async def test_a_claim_leases_only_due_deliveries_once(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.commit()
+    await publish(store, event("a", "now"), [("ep_1", None)], now=T0)
+    await publish(store, event("a", "later"), [("ep_1", None)], now=T0 + 5_000)
+    claims = await queue.claim("w1", now_ms=T0 + 1, limit=10, lease_ms=1000, exclude_endpoints=[])
+    assert [c.event.id for c in claims] == ["now"]
+    assert claims[0].endpoint_version == 1 and claims[0].attempts == 0
+    assert (
+        await queue.claim("w2", now_ms=T0 + 2, limit=10, lease_ms=1000, exclude_endpoints=[]) == []
+    )
+    # the lease runs out: someone else may take it
+    again = await queue.claim("w2", now_ms=T0 + 1002, limit=10, lease_ms=1000, exclude_endpoints=[])
+    assert [c.event.id for c in again] == ["now"]
+
+
+async def test_claims_skip_excluded_disabled_and_deleted_endpoints(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        for ep in ("ep_1", "ep_2", "ep_3"):
+            await uow.endpoints.add(endpoint("a", ep))
+        await uow.commit()
+    await publish(store, event("a", "e"), [("ep_1", None), ("ep_2", None), ("ep_3", None)])
+    async with store.unit_of_work() as uow:
+        ep2 = await uow.endpoints.get("a", "ep_2")
+        assert ep2 is not None
+        await uow.endpoints.update(dataclasses.replace(ep2, disabled=True, version=2))
+        await uow.endpoints.delete("a", "ep_3", T0)
+        await uow.commit()
+    none = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=["ep_1"])
+    assert none == []
+    claims = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
+    assert [c.endpoint_id for c in claims] == ["ep_1"]
+
+
+async def test_an_ordered_key_releases_one_delivery_at_a_time(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_o", ordered=True))
+        await uow.commit()
+    for i, key in enumerate(["k1", "k1", "k2", "k1"]):
+        await publish(store, event("a", f"e{i}", key=key), [("ep_o", key)])
+    first = await queue.claim("w", now_ms=T0, limit=10, lease_ms=60_000, exclude_endpoints=[])
+    assert sorted(c.event.id for c in first) == ["e0", "e2"]
+    head = next(c for c in first if c.event.id == "e0")
+    # the head fails and waits 10 s: its key stays blocked, the other key moves on
+    await queue.record("w", [outcome_for(head, DeliveryStatus.FAILED, T0 + 10_000, 500)], T0)
+    k2 = next(c for c in first if c.event.id == "e2")
+    await queue.record("w", [outcome_for(k2, DeliveryStatus.SUCCEEDED, None)], T0)
+    assert (
+        await queue.claim("w", now_ms=T0 + 1, limit=10, lease_ms=60_000, exclude_endpoints=[]) == []
+    )
+    retry = await queue.claim(
+        "w", now_ms=T0 + 10_000, limit=10, lease_ms=60_000, exclude_endpoints=[]
+    )
+    assert [c.event.id for c in retry] == ["e0"]
+    assert retry[0].attempts == 1
+    await queue.record("w", [outcome_for(retry[0], DeliveryStatus.DEAD, None, 500)], T0 + 10_000)
+    # a dead head no longer blocks its key
+    nxt = await queue.claim(
+        "w", now_ms=T0 + 10_001, limit=10, lease_ms=60_000, exclude_endpoints=[]
+    )
+    assert [c.event.id for c in nxt] == ["e1"]
+
+
+async def test_recording_outcomes_updates_deliveries_and_keeps_attempts(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.commit()
+    await publish(store, event("a", "e"), [("ep_1", None)])
+    [claim] = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
+    await queue.record("w", [outcome_for(claim, DeliveryStatus.SUCCEEDED, None, 204)], T0 + 5)
+    async with store.unit_of_work(write=False) as uow:
+        d = await uow.deliveries.get("a", claim.id)
+        assert d is not None
+        assert (d.status, d.attempts, d.last_status_code) == (DeliveryStatus.SUCCEEDED, 1, 204)
+        [attempt] = await uow.deliveries.attempts("a", d.seq)
+        assert attempt.result.status_code == 204
+        assert attempt.result.response_headers == {"x": "y"}
+        assert attempt.request_headers == {"webhook-id": "e"}
+        assert await uow.deliveries.attempts("b", d.seq) == []
+
+
+async def test_an_outcome_from_a_lost_lease_is_logged_but_does_not_overwrite(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.commit()
+    await publish(store, event("a", "e"), [("ep_1", None)])
+    [old] = await queue.claim("w1", now_ms=T0, limit=1, lease_ms=10, exclude_endpoints=[])
+    [new] = await queue.claim("w2", now_ms=T0 + 11, limit=1, lease_ms=1000, exclude_endpoints=[])
+    await queue.record("w2", [outcome_for(new, DeliveryStatus.SUCCEEDED, None)], T0 + 20)
+    late = outcome_for(old, DeliveryStatus.FAILED, T0 + 99, 500)
+    late = dataclasses.replace(late, attempt=dataclasses.replace(late.attempt, id="att_late"))
+    await queue.record("w1", [late], T0 + 30)
+    async with store.unit_of_work(write=False) as uow:
+        d = await uow.deliveries.get("a", old.id)
+        assert d is not None and d.status is DeliveryStatus.SUCCEEDED
+        assert len(await uow.deliveries.attempts("a", d.seq)) == 2
+
+
+async def test_leases_can_be_renewed_released_and_cleared(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.commit()
+    for i in range(3):
+        await publish(store, event("a", f"e{i}"), [("ep_1", None)])
+    claims = await queue.claim("w", now_ms=T0, limit=10, lease_ms=100, exclude_endpoints=[])
+    assert len(claims) == 3
+    await queue.renew("w", [claims[0].seq], T0 + 10_000)
+    await queue.release("w", [claims[1].seq])
+    back = await queue.claim("x", now_ms=T0 + 200, limit=10, lease_ms=100, exclude_endpoints=[])
+    assert sorted(c.event.id for c in back) == ["e1", "e2"]
+    assert await queue.release_all() == 3
+    assert (
+        len(await queue.claim("y", now_ms=T0 + 200, limit=10, lease_ms=100, exclude_endpoints=[]))
+        == 3
+    )
+
+
+async def test_replay_restarts_matching_deliveries_in_chunks(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.commit()
+    for i in range(5):
+        await publish(store, event("a", f"e{i}"), [("ep_1", None)], now=T0 + i)
+    claims = await queue.claim("w", now_ms=T0 + 10, limit=10, lease_ms=100, exclude_endpoints=[])
+    await queue.record(
+        "w",
+        [
+            outcome_for(c, DeliveryStatus.DEAD if i < 4 else DeliveryStatus.SUCCEEDED, None, 500)
+            for i, c in enumerate(claims)
+        ],
+        T0 + 20,
+    )
+    dead = (DeliveryStatus.DEAD,)
+    async with store.unit_of_work(write=False) as uow:
+        assert (
+            await uow.deliveries.count("a", "ep_1", statuses=dead, since_ms=T0 + 1, until_ms=T0 + 4)
+            == 3
+        )
+        assert (
+            await uow.deliveries.count("b", "ep_1", statuses=dead, since_ms=None, until_ms=None)
+            == 0
+        )
+    done, after = 0, None
+    while True:
+        async with store.unit_of_work() as uow:
+            n, after = await uow.deliveries.replay(
+                "a",
+                "ep_1",
+                statuses=dead,
+                since_ms=T0 + 1,
+                until_ms=T0 + 4,
+                now_ms=T0 + 50,
+                after_seq=after,
+                limit=2,
+            )
+            await uow.commit()
+        if n == 0:
+            break
+        done += n
+    assert done == 3
+    async with store.unit_of_work(write=False) as uow:
+        pending = await uow.deliveries.page(
+            "a", DeliveryFilter(status=DeliveryStatus.PENDING), before_seq=None, limit=10
+        )
+        assert sorted(d.event_id for d in pending) == ["e1", "e2", "e3"]
+    again = await queue.claim("w", now_ms=T0 + 50, limit=10, lease_ms=100, exclude_endpoints=[])
+    assert {c.event.id for c in again} == {"e1", "e2", "e3"}
+    # a replay starts a fresh retry cycle: the attempt count goes on, the schedule restarts
+    assert {(c.attempts, c.cycle_start) for c in again} == {(1, 1)}
+
+
+async def test_cancel_open_only_touches_open_deliveries_of_that_endpoint(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.endpoints.add(endpoint("a", "ep_2"))
+        await uow.commit()
+    await publish(store, event("a", "e0"), [("ep_1", None), ("ep_2", None)])
+    [first] = await queue.claim("w", now_ms=T0, limit=1, lease_ms=100, exclude_endpoints=["ep_2"])
+    await queue.record("w", [outcome_for(first, DeliveryStatus.SUCCEEDED, None)], T0)
+    await publish(store, event("a", "e1"), [("ep_1", None), ("ep_2", None)])
+    async with store.unit_of_work() as uow:
+        assert await uow.deliveries.cancel_open("a", "ep_1", T0) == 1
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        rows = await uow.deliveries.page("a", DeliveryFilter(), before_seq=None, limit=10)
+        states = {(d.event_id, d.endpoint_id): d.status for d in rows}
+    assert states == {
+        ("e0", "ep_1"): DeliveryStatus.SUCCEEDED,
+        ("e0", "ep_2"): DeliveryStatus.PENDING,
+        ("e1", "ep_1"): DeliveryStatus.CANCELLED,
+        ("e1", "ep_2"): DeliveryStatus.PENDING,
+    }
+
+
+async def test_event_types_are_per_tenant(store: SqlStore) -> None:
+    await seed(store, "a", "b")
+    et = EventType(name="custom.x", schema={"type": "object"}, schema_version="1.2.0")
+    async with store.unit_of_work() as uow:
+        await uow.event_types.upsert("a", et, T0)
+        await uow.event_types.upsert("a", dataclasses.replace(et, schema_version="1.3.0"), T0)
+        await uow.commit()
+    async with store.unit_of_work(write=False) as uow:
+        got = await uow.event_types.get("a", "custom.x")
+        assert got is not None and got.schema_version == "1.3.0"
+        assert await uow.event_types.get("b", "custom.x") is None
+        assert [t.name for t in await uow.event_types.all("a")] == ["custom.x"]
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_delivery_pages_are_newest_first(store: SqlStore, limit: int) -> None:
+    await seed(store, "a")
+    async with store.unit_of_work() as uow:
+        await uow.endpoints.add(endpoint("a", "ep_1"))
+        await uow.commit()
+    for i in range(4):
+        await publish(store, event("a", f"e{i}"), [("ep_1", None)])
+    seen: list[str] = []
+    before = None
+    async with store.unit_of_work(write=False) as uow:
+        while True:
+            page = await uow.deliveries.page("a", DeliveryFilter(), before_seq=before, limit=limit)
+            if not page:
+                break
+            seen += [d.event_id for d in page]
+            before = page[-1].seq
+    assert seen == ["e3", "e2", "e1", "e0"]
