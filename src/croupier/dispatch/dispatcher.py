@@ -109,27 +109,45 @@ class Dispatcher:
         ]
 
     async def stop(self, drain_s: float = 15.0) -> None:
-        """Stop claiming, let in-flight sends finish for up to ``drain_s``, record, release."""
+        """Stop claiming, let in-flight sends finish for up to ``drain_s``, record, release.
+
+        The claim and record loops are asked to finish, never cancelled mid-transaction, so
+        nothing they committed goes unaccounted for.
+        """
         self._stopping = True
         self._wake.set()
+        claimer, recorder, heartbeat = self._loops or (None, None, None)
+        if claimer is not None:
+            await claimer
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=drain_s)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        if recorder is not None:
+            self._outcome_ready.set()
+            # Bounded: with the store gone, leases run out and the work is redone anyway.
+            done, _ = await asyncio.wait({recorder}, timeout=max(5.0, drain_s))
+            if not done:
+                recorder.cancel()
+                await asyncio.gather(recorder, return_exceptions=True)
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         self._loops = []
-        await self._flush()
-        unsent = list(self._held)
-        if unsent:
-            # Never sent (or cut off): make them due again at once for the next worker.
-            await self.queue.release(self.owner, unsent)
+        try:
+            await self._flush()
+            unsent = list(self._held)
+            if unsent:
+                # Never sent (or cut off): make them due again at once for the next worker.
+                await self.queue.release(self.owner, unsent)
+        except Exception:
+            log.exception("could not record the last outcomes; their leases will run out")
+        finally:
             self._held.clear()
             self._endpoint_held.clear()
-        await self.sender.close()
+            await self.sender.close()
 
     def notify(self) -> None:
         """Something may be due now (a publish, a retry, a replay): claim without waiting."""
@@ -292,6 +310,8 @@ class Dispatcher:
             try:
                 await self._flush()
                 failures = 0
+                if self._stopping and not self._tasks:
+                    return
             except Exception:
                 failures += 1
                 log.exception("recording outcomes failed; retrying", failures=failures)

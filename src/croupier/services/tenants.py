@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from dataclasses import dataclass
 
 from croupier.domain.clock import Clock
@@ -41,10 +42,17 @@ class IssuedKey:
     secret: str
 
 
+#: How long a verified key is trusted without asking the store again.
+AUTH_CACHE_SECONDS = 5.0
+_AUTH_CACHE_MAX = 1024
+
+
 class TenantService:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        # digest -> (principal, monotonic expiry): spares the store a read on every request
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def bootstrap(self, admin_key: str | None) -> Bootstrap:
         """Make sure the ``default`` tenant and an admin key exist.
@@ -75,16 +83,21 @@ class TenantService:
         if not raw_key:
             raise Unauthorized("missing API key: send Authorization: Bearer <key>")
         digest = hash_key(raw_key)
+        cached = self._verified.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         async with self.store.unit_of_work(write=False) as uow:
             key = await uow.keys.find_by_hash(digest)
         # The lookup is by digest; the comparison below is constant-time all the same.
-        if (
-            key is None
-            or key.revoked_at_ms is not None
-            or not hmac.compare_digest(key.key_hash, digest)
+        if key is None or key.revoked_at_ms is not None or not hmac.compare_digest(
+            key.key_hash, digest
         ):
             raise Unauthorized("the API key is not valid")
-        return Principal(tenant_id=key.tenant_id, key_id=key.id, is_admin=key.is_admin)
+        principal = Principal(tenant_id=key.tenant_id, key_id=key.id, is_admin=key.is_admin)
+        if len(self._verified) >= _AUTH_CACHE_MAX:
+            self._verified.clear()
+        self._verified[digest] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)
+        return principal
 
     async def create_tenant(self, principal: Principal, name: str) -> Tenant:
         _require_admin(principal)

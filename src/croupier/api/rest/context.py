@@ -18,8 +18,8 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 
 class RequestContext:
     """Pure ASGI middleware: every request gets a trace id (``X-Trace-Id`` echoed or made up,
-    or taken from a W3C ``traceparent``), and a body larger than ``max_body_bytes`` is cut off
-    with 413 as soon as it is known to be too large."""
+    or taken from a W3C ``traceparent``), and a body larger than ``max_body_bytes`` is refused
+    with 413 before the application sees any of it, whether or not it declared its length."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -32,21 +32,6 @@ class RequestContext:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         trace_id = _trace_id(headers)
         token = trace_id_var.set(trace_id)
-        limit = self.max_body_bytes
-        declared = headers.get("content-length", "")
-        too_large = declared.isdigit() and int(declared) > limit
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            if too_large:
-                raise PayloadTooLarge(f"request body is over the {limit // 1024} KiB limit")
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"request body is over the {limit // 1024} KiB limit")
-            return message
 
         async def send_with_trace(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -57,9 +42,53 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_trace)
+            body = await self._read_body(headers, receive)
+            if body is None:
+                await _too_large(self.max_body_bytes)(scope, receive, send_with_trace)
+                return
+            await self.app(scope, _replay(body, receive), send_with_trace)
         finally:
             trace_id_var.reset(token)
+
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes | None:
+        """The whole body, or None once it is known to be over the limit."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _too_large(limit: int) -> ASGIApp:
+    from croupier.api.rest.errors import error_response
+
+    error = PayloadTooLarge(f"request body is over the {limit // 1024} KiB limit")
+    return error_response(error.code, error.message)
 
 
 def _trace_id(headers: dict[str, str]) -> str:

@@ -100,11 +100,15 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response("VALIDATION_FAILED", message, field=field)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = _STARLETTE_CODES.get(
-        exc.status_code, "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL"
-    )
-    response = error_response(code, str(exc.detail))
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    fallback = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL"
+    code = _STARLETTE_CODES.get(exc.status_code, fallback)
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    response = error_response(code, message)
     response.status_code = exc.status_code
     return response
 
