@@ -76,11 +76,14 @@ async def build(
     rng: random.Random | None = None,
     auto_migrate: bool | None = None,
     own_store: bool = True,
+    generate_admin_key: bool = True,
 ) -> Container:
     """Open the store (migrating SQLite by itself), bootstrap tenants, and wire services.
 
     ``own_store`` takes the SQLite file's lock and clears leases left by a killed process:
     on SQLite a single process delivers, so no one else can be holding them.
+    ``generate_admin_key`` is for ``serve``, which can show the key it makes; a one-shot
+    command must not make a key nobody will ever see.
     """
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url)
@@ -137,7 +140,9 @@ async def build(
         dispatcher=dispatcher,
         _ownership=ownership,
     )
-    container.bootstrap = await tenants.bootstrap(settings.admin_key)
+    container.bootstrap = await tenants.bootstrap(
+        settings.admin_key, generate=generate_admin_key
+    )
     return container
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -89,6 +90,10 @@ async def _serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
     )
+    # The server turns SIGTERM into a graceful stop (drain, record, release); afterwards it
+    # re-raises the signal against the handler that was there before. A no-op handler
+    # makes that a clean exit with status 0, as process supervisors expect.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     await uvicorn.Server(config).serve()
 
 
@@ -197,7 +202,7 @@ class _container:
     async def __aenter__(self) -> Any:
         from croupier.bootstrap import build
 
-        self.c = await build(self.settings, own_store=False)
+        self.c = await build(self.settings, own_store=False, generate_admin_key=False)
         return self.c
 
     async def __aexit__(self, *exc: object) -> None:

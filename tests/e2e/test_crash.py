@@ -7,13 +7,23 @@ flight at the kill arrive twice, and a repeat carries the same ``webhook-id`` as
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter, defaultdict
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import ReceiverFactory
-from tests.e2e.harness import Launcher, create_endpoint, eventually, publish_many, wait_statuses
+from tests.e2e.harness import (
+    Arrival,
+    Launcher,
+    create_endpoint,
+    deliveries,
+    eventually,
+    publish_many,
+    wait_statuses,
+)
 
 EVENTS = 10_000
 MAX_IN_FLIGHT = 64
@@ -30,29 +40,39 @@ async def test_a_restart_after_kill_9_delivers_every_event_and_repeats_only_thos
     started = time.monotonic()
     # A millisecond per request keeps the run long enough for the kill to land mid-way.
     receiver = await receivers(delay_s=0.001)
-    settings: dict[str, object] = {
+    settings: dict[str, Any] = {
         "max_in_flight": MAX_IN_FLIGHT,
         "endpoint_max_in_flight": MAX_IN_FLIGHT,
         # PostgreSQL: the killed process's leases must run out before its deliveries are
         # claimed again; SQLite: a starting process clears them, as it owns the file.
-        "lease_seconds": 2,
+        "lease_seconds": 3,
     }
 
     publisher = await launcher.serve(dispatcher_enabled=False)
     async with publisher.api() as api:
         endpoint = await create_endpoint(api, receiver.url(), retry_schedule=[0, 1, 1, 1, 1])
-    event_ids = [f"evt_crash_{n:05d}" for n in range(EVENTS)]
-    await publish_many(publisher, event_ids, concurrency=32)
+    event_ids = await publish_many(publisher, EVENTS, concurrency=32)
+    assert len(set(event_ids)) == EVENTS
+    # Its exit code is test_shutdown's business; here it only has to be gone.
     await publisher.stop()
     published_s = time.monotonic() - started
     assert not receiver.arrivals, "nothing may be sent while the dispatcher is off"
 
     receiver.generation = 1
     doomed = await launcher.serve(**settings)
-    await eventually(
-        lambda: len(receiver.ids()) >= KILL_AFTER, within_s=60, what=f"{KILL_AFTER} arrivals"
-    )
-    await doomed.kill()
+    killed_during: list[Arrival] = []
+
+    def kill_mid_request(arrival: Arrival) -> None:
+        # From inside the handler, before it answers: this request, and whatever else is on
+        # the wire, is in flight when the process dies.
+        if not killed_during and len(receiver.ids()) >= KILL_AFTER:
+            doomed.kill()
+            killed_during.append(arrival)
+
+    receiver.on_arrival = kill_mid_request
+    await eventually(lambda: bool(killed_during), within_s=60, what=f"{KILL_AFTER} arrivals")
+    assert await doomed.wait_exit(within_s=10) == -signal.SIGKILL
+    receiver.on_arrival = None
     at_kill = len(receiver.ids())
     assert at_kill < EVENTS, "the kill landed after the last delivery; it proves nothing"
 
@@ -63,6 +83,9 @@ async def test_a_restart_after_kill_9_delivers_every_event_and_repeats_only_thos
     )
     async with survivor.api() as api:
         await wait_statuses(api, {"succeeded": EVENTS}, within_s=30)
+        # A send cut off by the kill left no attempt behind: each delivery records only the
+        # one that succeeded.
+        assert {d["attempts"] for d in await deliveries(api)} == {1}
     await survivor.stop()
 
     assert receiver.ids() == set(event_ids)
@@ -79,6 +102,8 @@ async def test_a_restart_after_kill_9_delivers_every_event_and_repeats_only_thos
     for webhook_id in repeated:
         # Sent by the killed process, then once more by its successor: never twice by one.
         assert generations[webhook_id] == [1, 2], (webhook_id, generations[webhook_id])
+    # Cut off before its answer, it was never recorded: it must have been sent again.
+    assert killed_during[0].webhook_id in repeated
     print(
         f"\n[{backend}] endpoint {endpoint['id']}: published {EVENTS} in {published_s:.1f} s; "
         f"killed at {at_kill} distinct arrivals; {len(repeated)} repeated; "

@@ -209,7 +209,12 @@ class Dispatcher:
             return 0
         await self._refresh_endpoints(claims)
         excess: list[int] = []
+        started = 0
         for claim in claims:
+            if claim.seq in self._held:
+                # Its lease ran out while this process still sends it (a stalled heartbeat):
+                # the claim just renewed the lease; sending it again would be a duplicate.
+                continue
             if self._endpoint_held[claim.endpoint_id] >= cap:
                 excess.append(claim.seq)
                 continue
@@ -218,10 +223,11 @@ class Dispatcher:
             task = asyncio.create_task(self._deliver(claim))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            started += 1
         if excess:
             # One endpoint filled its share; hand the rest back so others are not starved.
             await self.queue.release(self.owner, excess)
-        return len(claims) - len(excess)
+        return started
 
     async def _refresh_endpoints(self, claims: Sequence[Claim]) -> None:
         stale = {

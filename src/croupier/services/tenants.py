@@ -54,11 +54,12 @@ class TenantService:
         # digest -> (principal, monotonic expiry): spares the store a read on every request
         self._verified: dict[str, tuple[Principal, float]] = {}
 
-    async def bootstrap(self, admin_key: str | None) -> Bootstrap:
+    async def bootstrap(self, admin_key: str | None, *, generate: bool = True) -> Bootstrap:
         """Make sure the ``default`` tenant and an admin key exist.
 
         ``admin_key`` (from ``CROUPIER_ADMIN_KEY``) is registered if it is new. Without one,
-        a key is generated at the very first start only, and returned so it can be shown.
+        and with ``generate``, a key is made at the very first start only, and returned so
+        it can be shown.
         """
         async with self.store.unit_of_work() as uow:
             tenant = await uow.tenants.get(DEFAULT_TENANT)
@@ -73,7 +74,7 @@ class TenantService:
                     )
                 if await uow.keys.find_by_hash(hash_key(admin_key)) is None:
                     await uow.keys.add(self._new_key(tenant.id, "admin", admin_key, admin=True))
-            elif not await uow.keys.has_admin():
+            elif generate and not await uow.keys.has_admin():
                 generated = generate_key()
                 await uow.keys.add(self._new_key(tenant.id, "admin", generated, admin=True))
             await uow.commit()
