@@ -2,8 +2,11 @@
 # Make sure the PostgreSQL the tests use answers on 127.0.0.1:5432; start the local cluster
 # if it is installed but stopped. Fails loudly otherwise: the suite never skips PostgreSQL.
 set -euo pipefail
-host=${PGHOST_TEST:-127.0.0.1}
-port=${PGPORT_TEST:-5432}
+# host and port come from CROUPIER_TEST_POSTGRES_URL when it is set
+url=${CROUPIER_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+hostport=${url#*://}; hostport=${hostport#*@}; hostport=${hostport%%/*}
+host=${hostport%%:*}
+port=5432; [ "$hostport" != "$host" ] && port=${hostport##*:}
 ready() { pg_isready -q -h "$host" -p "$port" 2>/dev/null; }
 if ready; then exit 0; fi
 if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from dataclasses import dataclass, field
 
 import structlog
@@ -140,9 +141,7 @@ async def build(
         dispatcher=dispatcher,
         _ownership=ownership,
     )
-    container.bootstrap = await tenants.bootstrap(
-        settings.admin_key, generate=generate_admin_key
-    )
+    container.bootstrap = await tenants.bootstrap(settings.admin_key, generate=generate_admin_key)
     return container
 
 
@@ -159,5 +158,6 @@ def configure_logging(level: str = "info") -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -225,13 +225,29 @@ def _run(coro: Awaitable[T]) -> T:
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as exc:
-        from croupier.bootstrap import SchemaOutOfDate
-        from croupier.store.lock import StoreLocked
+        message = _known_failure(exc)
+        if message is None:
+            raise
+        err.print(f"[red]error:[/] {message}")
+        raise typer.Exit(1) from None
 
-        if isinstance(exc, SchemaOutOfDate | StoreLocked | OSError):
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
-        raise
+
+def _known_failure(exc: Exception) -> str | None:
+    """A plain sentence for failures an operator can fix; None for real bugs."""
+    from sqlalchemy.exc import DBAPIError
+
+    from croupier.bootstrap import SchemaOutOfDate
+    from croupier.store.lock import StoreLocked
+
+    if isinstance(exc, SchemaOutOfDate | StoreLocked):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "asyncpg":
+        return "PostgreSQL needs the driver: pip install 'croupier[postgres]'"
+    if isinstance(exc, DBAPIError):
+        return f"the database refused: {str(exc.orig).strip() or type(exc.orig).__name__}"
+    if isinstance(exc, OSError):
+        return f"cannot reach the database: {exc}"
+    return None
 
 
 def _redacted(url: str) -> str:

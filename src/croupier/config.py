@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(default=60.0, gt=0)
     idle_poll_seconds: float = Field(default=1.0, gt=0)
-    flush_interval_ms: int = Field(default=20, ge=1)
     flush_batch: int = Field(default=1000, ge=1)
     drain_seconds: float = Field(default=15.0, ge=0)
     retry_after_cap_seconds: int = Field(default=3600, ge=0)

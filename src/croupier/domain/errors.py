@@ -64,6 +64,18 @@ class Conflict(CroupierError):
     code = "CONFLICT"
 
 
+class ConcurrentWrite(Conflict):
+    """Two writers raced for the same unique value; trying again resolves it."""
+
+    code = "CONCURRENT_WRITE"
+    retryable = True
+
+
+class DeliveryInFlight(Conflict):
+    code = "DELIVERY_IN_FLIGHT"
+    retryable = True
+
+
 class EventTypeReadOnly(Conflict):
     code = "EVENT_TYPE_READ_ONLY"
 

@@ -8,7 +8,13 @@ from enum import StrEnum
 
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Attempt, Delivery, DeliveryStatus
-from croupier.domain.errors import Conflict, EndpointDisabled, NotFound, ValidationFailed
+from croupier.domain.errors import (
+    Conflict,
+    DeliveryInFlight,
+    EndpointDisabled,
+    NotFound,
+    ValidationFailed,
+)
 from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
 from croupier.services.ports import DeliveryFilter, Store
 
@@ -78,7 +84,8 @@ class DeliveryService:
                 raise Conflict("the delivery's endpoint was deleted")
             if endpoint.disabled:
                 raise EndpointDisabled("the endpoint is disabled; enable it first")
-            await uow.deliveries.retry_now(tenant_id, delivery_id, now)
+            if not await uow.deliveries.retry_now(tenant_id, delivery_id, now):
+                raise DeliveryInFlight("the delivery is being sent right now; try again shortly")
             await uow.commit()
             delivery = await uow.deliveries.get(tenant_id, delivery_id) or delivery
         self.on_due()

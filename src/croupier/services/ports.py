@@ -99,7 +99,8 @@ class EventRepo(Protocol):
     async def add(
         self, event: Event, *, fingerprint: str, idempotency_key: str | None, delivery_count: int
     ) -> int | None:
-        """Insert; return the new ``seq``, or None if the id or idempotency key is taken."""
+        """Insert; return the new ``seq``, or None if the id or idempotency key is taken
+        (after which the unit of work must be abandoned)."""
         ...
 
     async def find(
@@ -126,8 +127,8 @@ class DeliveryRepo(Protocol):
         self, tenant_id: str, flt: DeliveryFilter, *, before_seq: int | None, limit: int
     ) -> list[Delivery]: ...
     async def attempts(self, tenant_id: str, delivery_seq: int) -> list[Attempt]: ...
-    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> None:
-        """Make the delivery due now with a fresh schedule, unless it is being sent."""
+    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> bool:
+        """Make the delivery due now with a fresh schedule; False if it is being sent."""
         ...
 
     async def replay(

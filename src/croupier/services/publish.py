@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class PublishService:
         digest = fingerprint(req.type, req.data, req.ordering_key, req.occurred_at_raw)
         first = await self._find(tenant_id, req)
         if first is not None:
-            return _replay(first, digest)
+            return _replay(first, digest, req)
         event_type = await self.event_types.validate(tenant_id, req.type, req.data)
         now = self.clock.now_ms()
         event = Event(
@@ -106,28 +107,27 @@ class PublishService:
                 idempotency_key=req.idempotency_key,
                 delivery_count=len(endpoints),
             )
-            if seq is None:
-                # A concurrent publish of the same id won the race; answer as a replay.
-                stored = await uow.events.find(
-                    tenant_id, event_id=req.id, idempotency_key=req.idempotency_key
+            if seq is not None:
+                stored_event = dataclasses.replace(event, seq=seq)
+                await uow.deliveries.add_many(
+                    stored_event,
+                    [
+                        NewDelivery(
+                            id=new_id("dlv", now_ms=now),
+                            endpoint_id=e.id,
+                            ordered_key=req.ordering_key if e.ordered else None,
+                        )
+                        for e in endpoints
+                    ],
+                    now,
                 )
-                if stored is None:
-                    raise IdempotencyMismatch("the event id is being published concurrently")
-                return _replay(stored, digest)
-            stored_event = Event(**{**event.__dict__, "seq": seq})
-            await uow.deliveries.add_many(
-                stored_event,
-                [
-                    NewDelivery(
-                        id=new_id("dlv", now_ms=now),
-                        endpoint_id=e.id,
-                        ordered_key=req.ordering_key if e.ordered else None,
-                    )
-                    for e in endpoints
-                ],
-                now,
-            )
-            await uow.commit()
+                await uow.commit()
+        if seq is None:
+            # A concurrent publish of the same id or key won the race: answer as a replay.
+            winner = await self._find(tenant_id, req)
+            if winner is None:
+                raise IdempotencyMismatch("the event id is being published concurrently")
+            return _replay(winner, digest, req)
         if endpoints:
             self.on_published()
         return PublishResult(stored_event, len(endpoints), replayed=False)
@@ -175,7 +175,11 @@ class PublishService:
             )
 
 
-def _replay(first: StoredEvent, digest: str) -> PublishResult:
+def _replay(first: StoredEvent, digest: str, req: PublishRequest) -> PublishResult:
+    if req.id is not None and first.event.id != req.id:
+        raise IdempotencyMismatch(
+            f"Idempotency-Key {req.idempotency_key!r} already belongs to event {first.event.id!r}"
+        )
     if first.fingerprint != digest:
         raise IdempotencyMismatch(
             f"event {first.event.id!r} was already published with a different body"

@@ -8,7 +8,14 @@ import time
 from dataclasses import dataclass
 
 from croupier.domain.clock import Clock
-from croupier.domain.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from croupier.domain.errors import (
+    ConcurrentWrite,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from croupier.domain.ids import new_id
 from croupier.domain.tenants import (
     DEFAULT_TENANT,
@@ -59,8 +66,14 @@ class TenantService:
 
         ``admin_key`` (from ``CROUPIER_ADMIN_KEY``) is registered if it is new. Without one,
         and with ``generate``, a key is made at the very first start only, and returned so
-        it can be shown.
+        it can be shown. Processes starting together may race here; the loser looks again.
         """
+        try:
+            return await self._bootstrap(admin_key, generate=generate)
+        except ConcurrentWrite:
+            return await self._bootstrap(admin_key, generate=generate)
+
+    async def _bootstrap(self, admin_key: str | None, *, generate: bool) -> Bootstrap:
         async with self.store.unit_of_work() as uow:
             tenant = await uow.tenants.get(DEFAULT_TENANT)
             if tenant is None:
@@ -90,8 +103,10 @@ class TenantService:
         async with self.store.unit_of_work(write=False) as uow:
             key = await uow.keys.find_by_hash(digest)
         # The lookup is by digest; the comparison below is constant-time all the same.
-        if key is None or key.revoked_at_ms is not None or not hmac.compare_digest(
-            key.key_hash, digest
+        if (
+            key is None
+            or key.revoked_at_ms is not None
+            or not hmac.compare_digest(key.key_hash, digest)
         ):
             raise Unauthorized("the API key is not valid")
         principal = Principal(tenant_id=key.tenant_id, key_id=key.id, is_admin=key.is_admin)
@@ -135,6 +150,12 @@ class TenantService:
             found = await uow.tenants.get(tenant) or await uow.tenants.get_by_name(tenant)
             if found is None:
                 raise NotFound(f"no tenant {tenant!r}")
+            if admin and found.id != DEFAULT_TENANT:
+                raise ValidationFailed(
+                    "admin keys belong to the default tenant: an operator tenant's key "
+                    "must not administer the others",
+                    field="admin",
+                )
             secret = generate_key()
             key = self._new_key(found.id, name, secret, admin=admin)
             await uow.keys.add(key)
@@ -154,5 +175,7 @@ class TenantService:
 
 
 def _require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
+    # Only the default tenant's admin keys administer; defence in depth against an admin
+    # flag that reached another tenant's key.
+    if not principal.is_admin or principal.tenant_id != DEFAULT_TENANT:
         raise Forbidden("this needs the admin key")

@@ -19,6 +19,7 @@ from croupier.domain.deliveries import (
     DeliveryStatus,
 )
 from croupier.domain.endpoints import Endpoint
+from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
 from croupier.services.ports import DeliveryFilter, NewDelivery, StoredEvent
@@ -34,16 +35,21 @@ class SqlStore:
 
     @asynccontextmanager
     async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[SqlUnitOfWork]:
-        async with self.engine.connect() as conn:
-            if write:
-                conn = await conn.execution_options(**{WRITE_OPTION: True})
-            async with conn.begin() as tx:
-                uow = SqlUnitOfWork(conn)
-                yield uow
-                if uow.committed:
-                    await tx.commit()
-                else:
-                    await tx.rollback()
+        """One transaction. A write that collides with a concurrent one (a unique key taken
+        meanwhile) surfaces as a retryable ``Conflict``, never as a driver error."""
+        try:
+            async with self.engine.connect() as conn:
+                if write:
+                    conn = await conn.execution_options(**{WRITE_OPTION: True})
+                async with conn.begin() as tx:
+                    uow = SqlUnitOfWork(conn)
+                    yield uow
+                    if uow.committed:
+                        await tx.commit()
+                    else:
+                        await tx.rollback()
+        except IntegrityError as exc:
+            raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
 
 
 class SqlUnitOfWork:
@@ -263,9 +269,10 @@ class SqlEventRepo:
             .returning(t.events.c.seq)
         )
         try:
-            async with self.conn.begin_nested():
-                return int((await self.conn.execute(stmt)).scalar_one())
+            return int((await self.conn.execute(stmt)).scalar_one())
         except IntegrityError:
+            # The unit of work is spoiled now (PostgreSQL aborts the transaction); the caller
+            # leaves it and reads the winner in a new one.
             return None
 
     async def find(
@@ -406,13 +413,14 @@ class SqlDeliveryRepo:
             for r in await self.conn.execute(q)
         ]
 
-    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> None:
+    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> bool:
         d = t.deliveries.c
-        await self.conn.execute(
+        res = await self.conn.execute(
             update(t.deliveries)
             .where(d.tenant_id == tenant_id, d.id == delivery_id, _not_leased(now_ms))
             .values(_restart_values(now_ms))
         )
+        return bool(res.rowcount)
 
     async def replay(
         self,
