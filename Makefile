@@ -33,6 +33,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tests bench
 
 fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix src tests bench

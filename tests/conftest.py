@@ -22,12 +22,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from croupier.api.rest.app import create_app
-from croupier.bootstrap import Container, build
+from croupier.bootstrap import Container, build, configure_logging
 from croupier.config import Settings
 from croupier.domain.clock import ManualClock
 from croupier.store.engine import make_engine
 from croupier.store.migrate import migrate
 from tests.support.receiver import Receiver
+
+configure_logging("warning")
 
 ADMIN_KEY = "ck_test_admin_key_0123456789abcdefghijklmnop"
 BACKENDS = [b for b in os.environ.get("CROUPIER_TEST_BACKENDS", "sqlite,postgres").split(",") if b]

@@ -17,9 +17,10 @@ from croupier.domain.deliveries import (
     DeliveryStatus,
 )
 from croupier.domain.endpoints import Endpoint
+from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
-from croupier.services.ports import DeliveryFilter, NewDelivery, Outcome
+from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, Outcome
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
 from croupier.store.tables import metadata
@@ -77,16 +78,25 @@ async def publish(
     store: SqlStore, ev: Event, endpoints: list[tuple[str, str | None]], now: int = T0
 ) -> Event:
     async with store.unit_of_work() as uow:
-        seq = await uow.events.add(ev, fingerprint="f", idempotency_key=None, delivery_count=1)
-        assert seq is not None
+        [seq] = await uow.events.add_many([new(ev)])
         stored = dataclasses.replace(ev, seq=seq)
         await uow.deliveries.add_many(
-            stored,
-            [NewDelivery(f"dlv_{ev.id}_{ep}", ep, key) for ep, key in endpoints],
+            [(stored, NewDelivery(f"dlv_{ev.id}_{ep}", ep, key)) for ep, key in endpoints],
             now,
         )
         await uow.commit()
     return stored
+
+
+async def insert(store: SqlStore, *events: NewEvent) -> list[int]:
+    async with store.unit_of_work() as uow:
+        seqs = await uow.events.add_many(events)
+        await uow.commit()
+    return seqs
+
+
+def new(ev: Event, *, key: str | None = None, fingerprint: str = "f") -> NewEvent:
+    return NewEvent(event=ev, fingerprint=fingerprint, idempotency_key=key, delivery_count=1)
 
 
 def outcome_for(claim: object, status: DeliveryStatus, due: int | None, code: int = 200) -> Outcome:
@@ -157,33 +167,37 @@ async def test_deleted_and_disabled_endpoints_get_no_new_deliveries(store: SqlSt
         assert await uow.endpoints.get("a", "ep_3") is None
 
 
-async def test_an_event_id_is_unique_per_tenant_only(store: SqlStore) -> None:
+async def test_an_event_id_and_an_idempotency_key_are_unique_per_tenant_only(
+    store: SqlStore,
+) -> None:
     await seed(store, "a", "b")
     async with store.unit_of_work() as uow:
-        assert await uow.events.add(
-            event("a", "e1"), fingerprint="f", idempotency_key="k", delivery_count=0
-        )
-        assert (
-            await uow.events.add(
-                event("a", "e1"), fingerprint="f", idempotency_key=None, delivery_count=0
-            )
-            is None
-        )
-        assert (
-            await uow.events.add(
-                event("a", "e2"), fingerprint="f", idempotency_key="k", delivery_count=0
-            )
-            is None
-        )
-        assert await uow.events.add(
-            event("b", "e1"), fingerprint="g", idempotency_key="k", delivery_count=0
+        seqs = await uow.events.add_many(
+            [
+                new(event("a", "e1"), key="k"),
+                new(event("a", "e2")),
+                new(event("b", "e1"), key="k", fingerprint="g"),
+            ]
         )
         await uow.commit()
+    assert len(set(seqs)) == 3
+    assert seqs == sorted(seqs), "seqs come back in the order the events were given"
+    for taken in (new(event("a", "e1")), new(event("a", "e3"), key="k")):
+        with pytest.raises(ConcurrentWrite):
+            await insert(store, taken)
     async with store.unit_of_work(write=False) as uow:
+        assert await uow.events.taken("a", ids=["e1", "e9"], idempotency_keys=["k", "z"]) == (
+            {"e1"},
+            {"k"},
+        )
+        assert await uow.events.taken("b", ids=["e2"], idempotency_keys=[]) == (set(), set())
         found = await uow.events.find("a", event_id=None, idempotency_key="k")
-        assert found is not None and found.event.id == "e1" and found.fingerprint == "f"
+        assert found is not None
+        assert found.event.id == "e1"
+        assert found.fingerprint == "f"
         other = await uow.events.find("b", event_id="e1", idempotency_key=None)
-        assert other is not None and other.fingerprint == "g"
+        assert other is not None
+        assert other.fingerprint == "g"
         assert await uow.events.get("b", "e2") is None
 
 
@@ -194,7 +208,7 @@ async def test_events_page_in_publish_order_with_filters(store: SqlStore) -> Non
             ev = dataclasses.replace(
                 event("a", f"e{i}"), created_at_ms=T0 + i, type="t" if i % 2 == 0 else "u"
             )
-            await uow.events.add(ev, fingerprint="f", idempotency_key=None, delivery_count=0)
+            await uow.events.add_many([new(ev)])
         await uow.commit()
     async with store.unit_of_work(write=False) as uow:
         everything = await uow.events.page(

@@ -58,7 +58,7 @@ async def test_a_delivery_is_signed_verifiable_and_recorded(
     [row] = await deliveries(client)
     assert row["status"] == "succeeded"
     detail = (await client.get(f"/v1/deliveries/{row['id']}")).json()
-    [attempt] = detail["attempts"]
+    [attempt] = detail["attempt_log"]
     assert attempt["status_code"] == 200
     assert attempt["response_body"] == "ok"
     # the endpoint's own header values are not kept in the attempt log

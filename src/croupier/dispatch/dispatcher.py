@@ -96,6 +96,7 @@ class Dispatcher:
         self._outcome_ready = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._backlog = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -180,14 +181,14 @@ class Dispatcher:
         while not self._stopping:
             self._wake.clear()
             try:
-                claimed = await self._claim_once()
+                await self._claim_once()
                 backoff = 0.05
             except Exception:
                 log.exception("claim failed; retrying", backoff_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if claimed and len(self._held) < self.config.held_limit:
+            if self._backlog and len(self._held) < self.config.held_limit:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.idle_poll_s)
@@ -196,15 +197,18 @@ class Dispatcher:
         room = self.config.held_limit - len(self._held)
         if room <= 0 or self._stopping:
             return 0
+        limit = min(self.config.claim_batch, room)
         cap = self.config.endpoint_held_limit
         full = [ep for ep, n in self._endpoint_held.items() if n >= cap]
         claims = await self.queue.claim(
             self.owner,
             now_ms=self.clock.now_ms(),
-            limit=min(self.config.claim_batch, room),
+            limit=limit,
             lease_ms=self.config.lease_ms,
             exclude_endpoints=full,
         )
+        # A full batch means more may be due right now: claim again as soon as there is room.
+        self._backlog = len(claims) == limit
         if not claims:
             return 0
         await self._refresh_endpoints(claims)
@@ -349,8 +353,11 @@ class Dispatcher:
                 del self._orphans[: len(orphans)]
             for seq in [o.claim.seq for o in batch] + orphans:
                 self._unhold(seq)
-            # Room was made, and ordered successors may now be due.
-            self._wake.set()
+            # Claim again now only if there is work waiting for the room just made, or an
+            # ordered delivery finished and its successor may be due; otherwise new work
+            # announces itself through notify(), and retries through the idle poll.
+            if self._backlog or orphans or any(o.claim.ordered_key for o in batch):
+                self._wake.set()
 
     def _unhold(self, seq: int) -> None:
         claim = self._held.pop(seq, None)

@@ -17,6 +17,7 @@ class HttpSender:
     def __init__(self, *, max_connections: int) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     async def open(self) -> None:
         if self._session is None:
@@ -49,7 +50,9 @@ class HttpSender:
         if self._session is None:
             raise RuntimeError("HttpSender.open() must be called first")
         t0 = time.perf_counter()
-        timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        timeout = self._timeouts.get(timeout_ms)
+        if timeout is None:
+            timeout = self._timeouts[timeout_ms] = aiohttp.ClientTimeout(total=timeout_ms / 1000)
         try:
             async with self._session.post(
                 url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
@@ -72,7 +75,7 @@ class HttpSender:
             error = f"response body broken off: {exc}"
         except aiohttp.InvalidURL as exc:
             error = f"invalid url: {exc}"
-        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         return AttemptResult(started_at_ms=started_at_ms, duration_ms=_ms_since(t0), error=error)
 

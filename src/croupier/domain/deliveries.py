@@ -42,7 +42,8 @@ class Delivery:
     updated_at_ms: int
     last_status_code: int | None = None
     last_error: str | None = None
-    ordering_key: str | None = None
+    #: The event's ordering key when the endpoint delivers in order; None otherwise.
+    ordered_key: str | None = None
     seq: int = 0
 
 

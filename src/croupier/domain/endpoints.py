@@ -96,9 +96,9 @@ def validate_headers(headers: Mapping[str, str]) -> dict[str, str]:
             raise ValidationFailed(
                 f"header {name!r} is set by croupier and cannot be overridden", field="headers"
             )
-        if "\r" in value or "\n" in value or len(value) > 4096:
+        if len(value) > 4096 or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
             raise ValidationFailed(
-                f"header {name!r} has a value with a line break or over 4096 characters",
+                f"header {name!r} has a control character or is over 4096 characters",
                 field="headers",
             )
         clean[name] = value

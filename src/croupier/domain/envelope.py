@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import orjson
@@ -27,8 +28,13 @@ def render_envelope(event: Event, *, attempt: int, delivered_at_ms: int, environ
 
 def iso_ms(epoch_ms: int) -> str:
     """``2026-01-02T03:04:05.678Z``: ISO 8601 in UTC with milliseconds."""
-    dt = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    return _second_prefix(epoch_ms // 1000) + f"{epoch_ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_prefix(epoch_s: int) -> str:
+    # Thousands of deliveries share a second; formatting it once each is the hot path's due.
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def parse_iso(value: str) -> int:
@@ -36,4 +42,11 @@ def parse_iso(value: str) -> int:
     dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if dt.tzinfo is None:
         raise ValueError("timestamp must carry a time zone, e.g. 2026-01-02T03:04:05Z")
-    return int(dt.timestamp() * 1000)
+    ms = int(dt.timestamp() * 1000)
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise ValueError("timestamp must fall within the years 1 to 9999 in UTC")
+    return ms
+
+
+_MIN_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)

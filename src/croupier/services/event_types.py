@@ -7,6 +7,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from croupier.catalog import builtin_event_type, builtin_event_types
 from croupier.domain.clock import Clock
@@ -79,6 +82,7 @@ class EventTypeService:
                 f"schema is not a valid JSON Schema: {exc.message}",
                 field=f"schema.{where}" if where else "schema",
             ) from exc
+        _check_references(schema)
         event_type = EventType(
             name=name, schema=schema, schema_version=schema_version, description=description
         )
@@ -96,13 +100,53 @@ class EventTypeService:
         key = (tenant_key, name, event_type.schema_version)
         validator = self._validators.get(key)
         if validator is None or validator.schema != event_type.schema:
-            validator = Draft202012Validator(event_type.schema, format_checker=_FORMATS)
+            # An empty registry: a "$ref" is resolved inside the schema or not at all, and
+            # nothing is ever fetched from the network.
+            validator = Draft202012Validator(
+                event_type.schema, format_checker=_FORMATS, registry=Registry()
+            )
             self._validators[key] = validator
-        error = best_match(validator.iter_errors(data))
+        try:
+            error = best_match(validator.iter_errors(data))
+        except Unresolvable as exc:
+            raise SchemaViolation(
+                f"the schema of {name!r} has a reference that cannot be resolved: {exc}",
+                field="type",
+            ) from exc
         if error is not None:
             field = _field_of(error)
             raise SchemaViolation(f"{field}: {error.message}", field=field)
         return event_type
+
+
+def _check_references(schema: dict[str, Any]) -> None:
+    """Every ``$ref`` must point inside the schema itself, and resolve."""
+    resolver = Registry().resolver_with_root(
+        Resource.from_contents(schema, default_specification=DRAFT202012)
+    )
+    for where, ref in _references(schema, "schema"):
+        if not ref.startswith("#"):
+            raise ValidationFailed(
+                f"{where}: only references inside the schema (#...) are allowed", field=where
+            )
+        try:
+            resolver.lookup(ref)
+        except Unresolvable as exc:
+            raise ValidationFailed(f"{where}: {ref!r} points nowhere", field=where) from exc
+
+
+def _references(node: Any, where: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                found.append((f"{where}.{key}", value))
+            else:
+                found.extend(_references(value, f"{where}.{key}"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(_references(value, f"{where}.{i}"))
+    return found
 
 
 def _field_of(error: ValidationError) -> str:

@@ -37,6 +37,10 @@ def decode_cursor(cursor: str | None) -> int | str | None:
         raise ValidationFailed("cursor is not valid", field="cursor") from exc
     if isinstance(position, bool) or not isinstance(position, int | str):
         raise ValidationFailed("cursor is not valid", field="cursor")
+    if isinstance(position, int) and not 0 <= position < 2**63:
+        raise ValidationFailed("cursor is not valid", field="cursor")
+    if isinstance(position, str) and ("\x00" in position or len(position) > 200):
+        raise ValidationFailed("cursor is not valid", field="cursor")
     return position
 
 

@@ -27,6 +27,16 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class NewEvent:
+    """An event to insert, with what answers a replay of its publish."""
+
+    event: Event
+    fingerprint: str
+    idempotency_key: str | None
+    delivery_count: int
+
+
+@dataclass(frozen=True)
 class NewDelivery:
     id: str
     endpoint_id: str
@@ -53,6 +63,8 @@ class Claim:
     attempts: int
     cycle_start: int
     event: Event
+    #: Set when the endpoint delivers in order: the next of this key waits for this one.
+    ordered_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,15 @@ class EndpointRepo(Protocol):
 
 
 class EventRepo(Protocol):
-    async def add(
-        self, event: Event, *, fingerprint: str, idempotency_key: str | None, delivery_count: int
-    ) -> int | None:
-        """Insert; return the new ``seq``, or None if the id or idempotency key is taken
-        (after which the unit of work must be abandoned)."""
+    async def add_many(self, events: Sequence[NewEvent]) -> list[int]:
+        """Insert; return the new ``seq`` of each, in order. An id or idempotency key that
+        is taken fails the whole unit of work with ``ConcurrentWrite``."""
+        ...
+
+    async def taken(
+        self, tenant_id: str, *, ids: Sequence[str], idempotency_keys: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """Which of these event ids and idempotency keys the tenant has used already."""
         ...
 
     async def find(
@@ -119,9 +135,10 @@ class EventRepo(Protocol):
 
 
 class DeliveryRepo(Protocol):
-    async def add_many(
-        self, event: Event, deliveries: Sequence[NewDelivery], now_ms: int
-    ) -> None: ...
+    async def add_many(self, deliveries: Sequence[tuple[Event, NewDelivery]], now_ms: int) -> None:
+        """One pending delivery per (stored event, endpoint) pair, due now."""
+        ...
+
     async def get(self, tenant_id: str, delivery_id: str) -> Delivery | None: ...
     async def page(
         self, tenant_id: str, flt: DeliveryFilter, *, before_seq: int | None, limit: int

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Delivery
-from croupier.domain.errors import IdempotencyMismatch, NotFound, ValidationFailed
+from croupier.domain.endpoints import Endpoint
+from croupier.domain.errors import ConcurrentWrite, IdempotencyMismatch, NotFound, ValidationFailed
 from croupier.domain.events import Event, fingerprint
 from croupier.domain.ids import new_id
 from croupier.services.event_types import EventTypeService
 from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
-from croupier.services.ports import DeliveryFilter, NewDelivery, Store, StoredEvent
+from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, Store, StoredEvent
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+#: Most publishes one transaction carries.
+_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class PublishService:
         self.clock = clock
         self.event_types = event_types
         self.on_published = on_published
+        self._queue: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def publish(self, tenant_id: str, req: PublishRequest) -> PublishResult:
         """Validate, then store the event and its deliveries atomically; idempotent on id/key."""
@@ -99,38 +105,117 @@ class PublishService:
             created_at_ms=now,
             trace_id=req.trace_id,
         )
+        pending = _Pending(tenant_id, event, digest, req)
+        self._queue.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        return await asyncio.shield(pending.result)
+
+    async def _write_queued(self) -> None:
+        """Group commit: whatever queued up while the last transaction ran goes in the next.
+
+        At rest a publish writes alone and at once; under load hundreds share one
+        transaction, so the per-transaction cost stops bounding the publish rate.
+        """
+        while self._queue:
+            batch = self._queue[:_BATCH]
+            del self._queue[: len(batch)]
+            try:
+                await self._write(batch)
+            except ConcurrentWrite:
+                # Another process took an id or key of this batch meanwhile: write them one
+                # by one, so only the colliding publish turns into a replay.
+                for one in batch:
+                    await self._write_alone(one)
+            except Exception as exc:
+                for p in batch:
+                    if not p.result.done():
+                        p.result.set_exception(exc)
+
+    async def _write_alone(self, pending: _Pending) -> None:
+        try:
+            await self._write([pending])
+        except ConcurrentWrite:
+            await self._settle_replay(pending)
+        except Exception as exc:
+            pending.result.set_exception(exc)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        """Store the events of ``batch`` and their deliveries in one transaction."""
+        now = self.clock.now_ms()
+        fresh: list[_Pending] = []
+        repeats: list[_Pending] = []
+        written: list[tuple[Event, int]] = []
         async with self.store.unit_of_work() as uow:
-            endpoints = await uow.endpoints.subscribed(tenant_id, req.type)
-            seq = await uow.events.add(
-                event,
-                fingerprint=digest,
-                idempotency_key=req.idempotency_key,
-                delivery_count=len(endpoints),
+            claimed: set[tuple[str, str, str]] = set()
+            for tenant_id in {p.tenant_id for p in batch}:
+                mine = [p for p in batch if p.tenant_id == tenant_id]
+                ids, keys = await uow.events.taken(
+                    tenant_id,
+                    ids=[p.event.id for p in mine],
+                    idempotency_keys=[k for p in mine if (k := p.req.idempotency_key)],
+                )
+                claimed |= {(tenant_id, "id", i) for i in ids}
+                claimed |= {(tenant_id, "key", k) for k in keys}
+            for p in batch:
+                names = {(p.tenant_id, "id", p.event.id)}
+                if p.req.idempotency_key is not None:
+                    names.add((p.tenant_id, "key", p.req.idempotency_key))
+                if names & claimed:
+                    repeats.append(p)  # published before, or earlier in this very batch
+                    continue
+                claimed |= names
+                fresh.append(p)
+            subscribers: dict[tuple[str, str], list[Endpoint]] = {}
+            for p in fresh:
+                wanted = (p.tenant_id, p.event.type)
+                if wanted not in subscribers:
+                    subscribers[wanted] = await uow.endpoints.subscribed(*wanted)
+            seqs = await uow.events.add_many(
+                [
+                    NewEvent(
+                        event=p.event,
+                        fingerprint=p.digest,
+                        idempotency_key=p.req.idempotency_key,
+                        delivery_count=len(subscribers[(p.tenant_id, p.event.type)]),
+                    )
+                    for p in fresh
+                ]
             )
-            if seq is not None:
-                stored_event = dataclasses.replace(event, seq=seq)
-                await uow.deliveries.add_many(
-                    stored_event,
-                    [
+            rows: list[tuple[Event, NewDelivery]] = []
+            for p, seq in zip(fresh, seqs, strict=True):
+                event = dataclasses.replace(p.event, seq=seq)
+                endpoints = subscribers[(p.tenant_id, p.event.type)]
+                written.append((event, len(endpoints)))
+                rows.extend(
+                    (
+                        event,
                         NewDelivery(
                             id=new_id("dlv", now_ms=now),
                             endpoint_id=e.id,
-                            ordered_key=req.ordering_key if e.ordered else None,
-                        )
-                        for e in endpoints
-                    ],
-                    now,
+                            ordered_key=event.ordering_key if e.ordered else None,
+                        ),
+                    )
+                    for e in endpoints
                 )
-                await uow.commit()
-        if seq is None:
-            # A concurrent publish of the same id or key won the race: answer as a replay.
-            winner = await self._find(tenant_id, req)
+            await uow.deliveries.add_many(rows, now)
+            await uow.commit()
+        for p, (event, count) in zip(fresh, written, strict=True):
+            p.result.set_result(PublishResult(event, count, replayed=False))
+        if any(count for _, count in written):
+            self.on_published()
+        for p in repeats:
+            await self._settle_replay(p)
+
+    async def _settle_replay(self, pending: _Pending) -> None:
+        """Answer a publish whose id or key was already taken, as the first answer."""
+        try:
+            winner = await self._find(pending.tenant_id, pending.req)
             if winner is None:
                 raise IdempotencyMismatch("the event id is being published concurrently")
-            return _replay(winner, digest, req)
-        if endpoints:
-            self.on_published()
-        return PublishResult(stored_event, len(endpoints), replayed=False)
+            pending.result.set_result(_replay(winner, pending.digest, pending.req))
+        except Exception as exc:
+            pending.result.set_exception(exc)
 
     async def list(
         self,
@@ -173,6 +258,19 @@ class PublishService:
             return await uow.events.find(
                 tenant_id, event_id=req.id, idempotency_key=req.idempotency_key
             )
+
+
+@dataclass
+class _Pending:
+    """A validated publish waiting for the writer."""
+
+    tenant_id: str
+    event: Event
+    digest: str
+    req: PublishRequest
+    result: asyncio.Future[PublishResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 def _replay(first: StoredEvent, digest: str, req: PublishRequest) -> PublishResult:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -74,8 +76,26 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 @asynccontextmanager
 async def transaction(engine: AsyncEngine, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
     """A connection inside one transaction that commits when the block ends without error."""
-    async with engine.connect() as conn:
+    async with writer_turn(engine, write), engine.connect() as conn:
         if write:
             conn = await conn.execution_options(**{WRITE_OPTION: True})
         async with conn.begin():
             yield conn
+
+
+@asynccontextmanager
+async def writer_turn(engine: AsyncEngine, write: bool) -> AsyncIterator[None]:
+    """On SQLite, writers of this process take turns here rather than in SQLite's busy
+    handler, which sleeps in growing steps and serves waiters in no order: queuing on an
+    asyncio lock is fair and wastes no time. PostgreSQL needs no turns."""
+    if not write or engine.dialect.name != "sqlite":
+        yield
+        return
+    lock = _WRITE_LOCKS.get(engine.sync_engine)
+    if lock is None:
+        lock = _WRITE_LOCKS[engine.sync_engine] = asyncio.Lock()
+    async with lock:
+        yield
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -72,7 +72,9 @@ class SqlDeliveryQueue:
             update(t.deliveries)
             .where(d.seq.in_(due.scalar_subquery()))
             .values(lease_until=now_ms + lease_ms, lease_owner=owner)
-            .returning(d.seq, d.id, d.endpoint_id, d.attempts, d.cycle_start, d.event_seq)
+            .returning(
+                d.seq, d.id, d.endpoint_id, d.attempts, d.cycle_start, d.event_seq, d.ordered_key
+            )
         )
         async with transaction(self.engine) as conn:
             rows = (await conn.execute(claim)).all()
@@ -95,6 +97,7 @@ class SqlDeliveryQueue:
                 attempts=r.attempts,
                 cycle_start=r.cycle_start,
                 event=events[r.event_seq],
+                ordered_key=r.ordered_key,
             )
             for r in rows
         ]

@@ -22,9 +22,9 @@ from croupier.domain.endpoints import Endpoint
 from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
-from croupier.services.ports import DeliveryFilter, NewDelivery, StoredEvent
+from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, StoredEvent
 from croupier.store import tables as t
-from croupier.store.engine import WRITE_OPTION
+from croupier.store.engine import WRITE_OPTION, writer_turn
 
 
 class SqlStore:
@@ -38,7 +38,7 @@ class SqlStore:
         """One transaction. A write that collides with a concurrent one (a unique key taken
         meanwhile) surfaces as a retryable ``Conflict``, never as a driver error."""
         try:
-            async with self.engine.connect() as conn:
+            async with writer_turn(self.engine, write), self.engine.connect() as conn:
                 if write:
                     conn = await conn.execution_options(**{WRITE_OPTION: True})
                 async with conn.begin() as tx:
@@ -247,33 +247,50 @@ class SqlEventRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def add(
-        self, event: Event, *, fingerprint: str, idempotency_key: str | None, delivery_count: int
-    ) -> int | None:
-        stmt = (
-            insert(t.events)
-            .values(
-                id=event.id,
-                tenant_id=event.tenant_id,
-                type=event.type,
-                schema_version=event.schema_version,
-                data=event.data_json.decode(),
-                ordering_key=event.ordering_key,
-                occurred_at=event.occurred_at_ms,
-                created_at=event.created_at_ms,
-                idempotency_key=idempotency_key,
-                fingerprint=fingerprint,
-                trace_id=event.trace_id,
-                delivery_count=delivery_count,
-            )
-            .returning(t.events.c.seq)
+    async def add_many(self, events: Sequence[NewEvent]) -> list[int]:
+        if not events:
+            return []
+        stmt = insert(t.events).returning(t.events.c.seq, sort_by_parameter_order=True)
+        rows = await self.conn.execute(
+            stmt,
+            [
+                {
+                    "id": n.event.id,
+                    "tenant_id": n.event.tenant_id,
+                    "type": n.event.type,
+                    "schema_version": n.event.schema_version,
+                    "data": n.event.data_json.decode(),
+                    "ordering_key": n.event.ordering_key,
+                    "occurred_at": n.event.occurred_at_ms,
+                    "created_at": n.event.created_at_ms,
+                    "idempotency_key": n.idempotency_key,
+                    "fingerprint": n.fingerprint,
+                    "trace_id": n.event.trace_id,
+                    "delivery_count": n.delivery_count,
+                }
+                for n in events
+            ],
         )
-        try:
-            return int((await self.conn.execute(stmt)).scalar_one())
-        except IntegrityError:
-            # The unit of work is spoiled now (PostgreSQL aborts the transaction); the caller
-            # leaves it and reads the winner in a new one.
-            return None
+        return [int(r.seq) for r in rows]
+
+    async def taken(
+        self, tenant_id: str, *, ids: Sequence[str], idempotency_keys: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        e = t.events.c
+        clauses = []
+        if ids:
+            clauses.append(e.id.in_(list(ids)))
+        if idempotency_keys:
+            clauses.append(e.idempotency_key.in_(list(idempotency_keys)))
+        if not clauses:
+            return set(), set()
+        q = select(e.id, e.idempotency_key).where(e.tenant_id == tenant_id, or_(*clauses))
+        rows = (await self.conn.execute(q)).all()
+        wanted_ids, wanted_keys = set(ids), set(idempotency_keys)
+        return (
+            {r.id for r in rows if r.id in wanted_ids},
+            {r.idempotency_key for r in rows if r.idempotency_key in wanted_keys},
+        )
 
     async def find(
         self, tenant_id: str, *, event_id: str | None, idempotency_key: str | None
@@ -332,7 +349,7 @@ class SqlDeliveryRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def add_many(self, event: Event, deliveries: Sequence[NewDelivery], now_ms: int) -> None:
+    async def add_many(self, deliveries: Sequence[tuple[Event, NewDelivery]], now_ms: int) -> None:
         if not deliveries:
             return
         await self.conn.execute(
@@ -353,7 +370,7 @@ class SqlDeliveryRepo:
                     "created_at": now_ms,
                     "updated_at": now_ms,
                 }
-                for d in deliveries
+                for event, d in deliveries
             ],
         )
 
@@ -613,5 +630,5 @@ def delivery_from_row(row: Row[Any]) -> Delivery:
         updated_at_ms=row.updated_at,
         last_status_code=row.last_status_code,
         last_error=row.last_error,
-        ordering_key=row.ordered_key,
+        ordered_key=row.ordered_key,
     )

@@ -6,9 +6,12 @@ import contextvars
 import re
 import uuid
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from croupier.domain.errors import PayloadTooLarge
+from croupier.domain.errors import CroupierError, PayloadTooLarge, ValidationFailed
+
+log = structlog.get_logger("croupier.api")
 
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
@@ -41,12 +44,35 @@ class RequestContext:
                 ]
             await send(message)
 
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_trace(message)
+
         try:
+            if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+                await _refused(ValidationFailed("NUL characters are not allowed in a URL"))(
+                    scope, receive, send_tracked
+                )
+                return
             body = await self._read_body(headers, receive)
             if body is None:
-                await _too_large(self.max_body_bytes)(scope, receive, send_with_trace)
+                error = PayloadTooLarge(
+                    f"request body is over the {self.max_body_bytes // 1024} KiB limit"
+                )
+                await _refused(error)(scope, receive, send_tracked)
                 return
-            await self.app(scope, _replay(body, receive), send_with_trace)
+            await self.app(scope, _replay(body, receive), send_tracked)
+        except Exception:
+            # Here, not in a handler outside this middleware, so the answer and the log
+            # carry the request's trace id.
+            log.exception("unhandled error", trace_id=trace_id)
+            if not started:
+                await _refused(
+                    CroupierError("internal error; the trace id identifies it in the logs")
+                )(scope, receive, send_tracked)
         finally:
             trace_id_var.reset(token)
 
@@ -84,11 +110,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def _too_large(limit: int) -> ASGIApp:
+def _refused(error: CroupierError) -> ASGIApp:
     from croupier.api.rest.errors import error_response
 
-    error = PayloadTooLarge(f"request body is over the {limit // 1024} KiB limit")
-    return error_response(error.code, error.message)
+    return error_response(
+        error.code, error.message, retryable=error.retryable, field=error.details.get("field")
+    )
 
 
 def _trace_id(headers: dict[str, str]) -> str:

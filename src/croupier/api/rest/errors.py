@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from croupier.api.rest.context import current_trace_id
 from croupier.api.rest.responses import JSONResponse
@@ -65,7 +66,19 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CroupierError, _croupier_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path (the router names only the first)."""
+    allowed = [
+        method
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def _croupier_error(_: Request, exc: CroupierError) -> JSONResponse:
@@ -91,7 +104,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     field = ".".join(loc) or None
     kind = first.get("type", "")
-    if kind == "missing":
+    if kind == "missing" and field is None:
+        message = "a request body is required (a JSON object)"
+    elif kind == "missing":
         message = f"{field} is required"
     elif kind == "extra_forbidden":
         message = f"{field} is not a known field"
@@ -108,13 +123,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     message = str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such route: {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    response = error_response(code, message)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+        headers["Allow"] = allowed
+    response = error_response(code, message, headers=headers)
     response.status_code = exc.status_code
     return response
-
-
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc, trace_id=current_trace_id())
-    return error_response("INTERNAL", "internal error; the trace id identifies it in the logs")

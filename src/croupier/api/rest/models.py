@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from croupier.domain.deliveries import Attempt, Delivery
 from croupier.domain.endpoints import Endpoint
@@ -13,62 +13,74 @@ from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+#: Text croupier stores as text: a NUL character is refused (PostgreSQL cannot store it).
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+
+
 class Body(BaseModel):
+    """Unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class EndpointIn(Body):
-    url: StrictStr
-    event_types: list[StrictStr] | None = None
-    secret: StrictStr | None = None
+    url: Text
+    event_types: list[Text] | None = None
+    secret: Text | None = None
     headers: dict[StrictStr, StrictStr] | None = None
     timeout_ms: StrictInt | None = None
     retry_schedule: list[StrictInt] | None = None
     ordered: StrictBool = False
-    description: StrictStr = ""
+    description: Text = ""
     disabled: StrictBool = False
-    dialect: StrictStr = "standard"
+    dialect: Text = "standard"
 
 
 class EndpointPatch(Body):
-    url: StrictStr | None = None
-    event_types: list[StrictStr] | None = None
-    secret: StrictStr | None = None
+    url: Text | None = None
+    event_types: list[Text] | None = None
+    secret: Text | None = None
     headers: dict[StrictStr, StrictStr] | None = None
     timeout_ms: StrictInt | None = None
     retry_schedule: list[StrictInt] | None = None
     ordered: StrictBool | None = None
-    description: StrictStr | None = None
+    description: Text | None = None
     disabled: StrictBool | None = None
-    dialect: StrictStr | None = None
+    dialect: Text | None = None
 
 
 class EventIn(Body):
-    id: StrictStr | None = None
-    type: StrictStr
+    id: Text | None = None
+    type: Text
     data: dict[str, Any]
-    ordering_key: StrictStr | None = None
-    occurred_at: StrictStr | None = None
+    ordering_key: Text | None = None
+    occurred_at: Text | None = None
 
 
 class EventTypeIn(Body):
     schema_: dict[str, Any] = Field(alias="schema")
-    schema_version: StrictStr = "1.0.0"
-    description: StrictStr = ""
+    schema_version: Text = "1.0.0"
+    description: Text = ""
 
 
 class ReplayIn(Body):
-    since: StrictStr | None = None
-    until: StrictStr | None = None
-    status: StrictStr = "dead"
+    since: Text | None = None
+    until: Text | None = None
+    status: Text = "dead"
 
 
 class TenantIn(Body):
-    name: StrictStr
+    name: Text
 
 
 class KeyIn(Body):
-    name: StrictStr = ""
+    name: Text = ""
     admin: StrictBool = False
 
 
@@ -130,7 +142,7 @@ def delivery_out(d: Delivery) -> dict[str, Any]:
         "next_attempt_at": iso_ms(d.next_attempt_at_ms) if d.next_attempt_at_ms else None,
         "last_status_code": d.last_status_code,
         "last_error": d.last_error,
-        "ordering_key": d.ordering_key,
+        "ordered_key": d.ordered_key,
         "created_at": iso_ms(d.created_at_ms),
         "updated_at": iso_ms(d.updated_at_ms),
     }

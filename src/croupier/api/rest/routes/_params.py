@@ -23,6 +23,6 @@ def parse_time(value: str | None, field: str) -> int | None:
         return parse_iso(value)
     except ValueError as exc:
         raise ValidationFailed(
-            f"{field} must be an ISO 8601 time with a zone, e.g. 2026-01-02T03:04:05Z",
+            f"{field} must be an ISO 8601 time with a zone, e.g. 2026-01-02T03:04:05Z ({exc})",
             field=field,
         ) from exc

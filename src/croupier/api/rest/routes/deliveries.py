@@ -50,7 +50,10 @@ async def list_deliveries(
 @router.get("/{delivery_id}")
 async def get_delivery(delivery_id: str, c: ContainerDep, p: PrincipalDep) -> dict[str, Any]:
     found = await c.deliveries.get(p.tenant_id, delivery_id)
-    return {**delivery_out(found.delivery), "attempts": [attempt_out(a) for a in found.attempts]}
+    return {
+        **delivery_out(found.delivery),
+        "attempt_log": [attempt_out(a) for a in found.attempts],
+    }
 
 
 @router.post("/{delivery_id}/retry", status_code=202)
