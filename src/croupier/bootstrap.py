@@ -25,6 +25,7 @@ from croupier.store.lock import FileOwnership
 from croupier.store.migrate import migrate, pending_migrations
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
+from croupier.store.runner import Runner, StoreThread
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -45,6 +46,7 @@ class Container:
     publish: PublishService
     deliveries: DeliveryService
     dispatcher: Dispatcher
+    runner: Runner
     bootstrap: Bootstrap | None = None
     _ownership: FileOwnership | None = field(default=None, repr=False)
     _dispatcher_running: bool = False
@@ -61,13 +63,20 @@ class Container:
             self._dispatcher_running = False
         else:
             await self.dispatcher.sender.close()
-        await self.engine.dispose()
-        if self._ownership is not None:
-            self._ownership.release()
+        try:
+            await self.runner.call(self.engine.dispose)
+        finally:
+            self.runner.close()
+            if self._ownership is not None:
+                self._ownership.release()
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self.runner.call(_ping, self.engine)
+
+
+async def _ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
 
 
 async def build(
@@ -90,14 +99,15 @@ async def build(
     engine = make_engine(settings.database_url)
     sqlite = is_sqlite(settings.database_url)
     ownership = None
-    queue = SqlDeliveryQueue(engine)
+    runner = StoreThread()
+    queue = SqlDeliveryQueue(engine, runner)
     try:
         if sqlite and own_store:
             ownership = FileOwnership(engine.url.render_as_string())
             ownership.acquire()
         if auto_migrate if auto_migrate is not None else sqlite:
-            await migrate(engine)
-        elif await pending_migrations(engine):
+            await runner.call(migrate, engine)
+        elif await runner.call(pending_migrations, engine):
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `croupier migrate` first"
             )
@@ -106,9 +116,10 @@ async def build(
     except BaseException:
         if ownership is not None:
             ownership.release()
-        await engine.dispose()
+        await runner.call(engine.dispose)
+        runner.close()
         raise
-    store = SqlStore(engine)
+    store = SqlStore(engine, runner)
     dispatcher = Dispatcher(
         queue,
         clock=clock,
@@ -139,6 +150,7 @@ async def build(
         publish=PublishService(store, clock, event_types, on_published=dispatcher.notify),
         deliveries=DeliveryService(store, clock, on_due=dispatcher.notify),
         dispatcher=dispatcher,
+        runner=runner,
         _ownership=ownership,
     )
     container.bootstrap = await tenants.bootstrap(settings.admin_key, generate=generate_admin_key)

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from croupier import __version__
@@ -220,7 +221,7 @@ def _run(coro: Awaitable[T]) -> T:
     try:
         return runner(coro)
     except CroupierError as exc:
-        err.print(f"[red]{exc.code}[/]: {exc.message}")
+        err.print(f"[red]{exc.code}[/]: {escape(exc.message)}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -228,7 +229,7 @@ def _run(coro: Awaitable[T]) -> T:
         message = _known_failure(exc)
         if message is None:
             raise
-        err.print(f"[red]error:[/] {message}")
+        err.print(f"[red]error:[/] {escape(message)}")
         raise typer.Exit(1) from None
 
 

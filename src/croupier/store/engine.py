@@ -48,7 +48,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_reset_on_return=None, pool_use_lifo=True
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:

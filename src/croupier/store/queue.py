@@ -20,6 +20,7 @@ from croupier.services.ports import Claim, Outcome
 from croupier.store import tables as t
 from croupier.store.engine import transaction
 from croupier.store.repositories import endpoint_from_row, event_from_row
+from croupier.store.runner import Inline, Runner
 
 #: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
 _OPEN = text("deliveries.status IN ('pending', 'failed')")
@@ -27,11 +28,47 @@ _CHUNK = 500
 
 
 class SqlDeliveryQueue:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Each operation is one transaction, run by ``runner`` (see ``store/runner.py``)."""
+
+    def __init__(self, engine: AsyncEngine, runner: Runner | None = None) -> None:
         self.engine = engine
+        self.runner: Runner = runner or Inline()
         self._pg = engine.dialect.name == "postgresql"
 
     async def claim(
+        self,
+        owner: str,
+        *,
+        now_ms: int,
+        limit: int,
+        lease_ms: int,
+        exclude_endpoints: Sequence[str],
+    ) -> list[Claim]:
+        return await self.runner.call(
+            self._claim,
+            owner,
+            now_ms=now_ms,
+            limit=limit,
+            lease_ms=lease_ms,
+            exclude_endpoints=exclude_endpoints,
+        )
+
+    async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
+        return await self.runner.call(self._endpoints, endpoint_ids)
+
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
+        await self.runner.call(self._record, owner, outcomes, now_ms)
+
+    async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
+        await self.runner.call(self._renew, owner, seqs, until_ms)
+
+    async def release(self, owner: str, seqs: Sequence[int]) -> None:
+        await self.runner.call(self._release, owner, seqs)
+
+    async def release_all(self) -> int:
+        return await self.runner.call(self._release_all)
+
+    async def _claim(
         self,
         owner: str,
         *,
@@ -104,14 +141,14 @@ class SqlDeliveryQueue:
         claims.sort(key=lambda c: c.seq)
         return claims
 
-    async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
+    async def _endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(t.endpoints).where(t.endpoints.c.id.in_(list(endpoint_ids)))
             )
             return {r.id: endpoint_from_row(r) for r in rows}
 
-    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
+    async def _record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
         if not outcomes:
             return
         d = t.deliveries.c
@@ -175,7 +212,7 @@ class SqlDeliveryQueue:
                     )
                 )
 
-    async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
+    async def _renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
         d = t.deliveries.c
         async with transaction(self.engine) as conn:
             for chunk in _chunks(seqs):
@@ -185,7 +222,7 @@ class SqlDeliveryQueue:
                     .values(lease_until=until_ms)
                 )
 
-    async def release(self, owner: str, seqs: Sequence[int]) -> None:
+    async def _release(self, owner: str, seqs: Sequence[int]) -> None:
         d = t.deliveries.c
         async with transaction(self.engine) as conn:
             for chunk in _chunks(seqs):
@@ -195,7 +232,7 @@ class SqlDeliveryQueue:
                     .values(lease_until=None, lease_owner=None)
                 )
 
-    async def release_all(self) -> int:
+    async def _release_all(self) -> int:
         d = t.deliveries.c
         async with transaction(self.engine) as conn:
             res = await conn.execute(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from croupier.domain.deliveries import (
     OPEN_STATUSES,
@@ -22,34 +23,117 @@ from croupier.domain.endpoints import Endpoint
 from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
-from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, StoredEvent
+from croupier.services.ports import (
+    DeliveryFilter,
+    DeliveryRepo,
+    EndpointRepo,
+    EventRepo,
+    EventTypeRepo,
+    KeyRepo,
+    NewDelivery,
+    NewEvent,
+    StoredEvent,
+    TenantRepo,
+    UnitOfWork,
+)
 from croupier.store import tables as t
 from croupier.store.engine import WRITE_OPTION, writer_turn
+from croupier.store.runner import Inline, Runner
+
+T = TypeVar("T")
 
 
 class SqlStore:
-    """The store: hands out units of work over one engine."""
+    """The store: hands out units of work over one engine, run by ``runner``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, runner: Runner | None = None) -> None:
         self.engine = engine
+        self.runner: Runner = runner or Inline()
 
     @asynccontextmanager
-    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[SqlUnitOfWork]:
+    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[UnitOfWork]:
         """One transaction. A write that collides with a concurrent one (a unique key taken
-        meanwhile) surfaces as a retryable ``Conflict``, never as a driver error."""
+        meanwhile) surfaces as a retryable ``ConcurrentWrite``, never as a driver error.
+
+        The transaction lives in the runner's loop; each repository call crosses to it once.
+        """
+        opened = await self.runner.call(self._open, write)
+        remote = _RemoteUnitOfWork(opened.uow, self.runner)
+        completed = False
         try:
-            async with writer_turn(self.engine, write), self.engine.connect() as conn:
-                if write:
-                    conn = await conn.execution_options(**{WRITE_OPTION: True})
-                async with conn.begin() as tx:
-                    uow = SqlUnitOfWork(conn)
-                    yield uow
-                    if uow.committed:
-                        await tx.commit()
-                    else:
-                        await tx.rollback()
-        except IntegrityError as exc:
-            raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
+            yield remote
+            completed = True
+        finally:
+            await self.runner.call(self._close, opened, completed and opened.uow.committed)
+
+    async def _open(self, write: bool) -> _Open:
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(writer_turn(self.engine, write))
+            conn = await stack.enter_async_context(self.engine.connect())
+            if write:
+                conn = await conn.execution_options(**{WRITE_OPTION: True})
+            tx = await conn.begin()
+        except BaseException:
+            await stack.aclose()
+            raise
+        return _Open(stack, tx, SqlUnitOfWork(conn))
+
+    @staticmethod
+    async def _close(opened: _Open, commit: bool) -> None:
+        try:
+            if commit:
+                await _translated(opened.tx.commit)
+            else:
+                await opened.tx.rollback()
+        finally:
+            await opened.stack.aclose()
+
+
+@dataclass
+class _Open:
+    stack: AsyncExitStack
+    tx: AsyncTransaction
+    uow: SqlUnitOfWork
+
+
+class _RemoteUnitOfWork:
+    """The caller's handle on a unit of work whose connection lives in the runner's loop."""
+
+    def __init__(self, uow: SqlUnitOfWork, runner: Runner) -> None:
+        self._uow = uow
+        self.tenants = cast(TenantRepo, _Remote(uow.tenants, runner))
+        self.keys = cast(KeyRepo, _Remote(uow.keys, runner))
+        self.event_types = cast(EventTypeRepo, _Remote(uow.event_types, runner))
+        self.endpoints = cast(EndpointRepo, _Remote(uow.endpoints, runner))
+        self.events = cast(EventRepo, _Remote(uow.events, runner))
+        self.deliveries = cast(DeliveryRepo, _Remote(uow.deliveries, runner))
+
+    async def commit(self) -> None:
+        await self._uow.commit()
+
+
+class _Remote:
+    """Calls a repository's methods in the runner's loop, translating unique-key clashes."""
+
+    def __init__(self, repo: object, runner: Runner) -> None:
+        self._repo = repo
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._repo, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._runner.call(_translated, method, *args, **kwargs)
+
+        return call
+
+
+async def _translated(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    try:
+        return await fn(*args, **kwargs)
+    except IntegrityError as exc:
+        raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
 
 
 class SqlUnitOfWork:
