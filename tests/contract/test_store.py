@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -36,10 +37,12 @@ async def test_the_migrations_create_exactly_the_declared_schema(engine: AsyncEn
     assert diff == []
 
 
-async def seed(store: SqlStore, *tenants: str) -> None:
+async def seed(store: SqlStore, *tenants: str, endpoints: Sequence[Endpoint] = ()) -> None:
     async with store.unit_of_work() as uow:
         for name in tenants:
             await uow.tenants.add(Tenant(name, name, T0))
+        for ep in endpoints:
+            await uow.endpoints.add(ep)
         await uow.commit()
 
 
@@ -227,10 +230,7 @@ async def test_events_page_in_publish_order_with_filters(store: SqlStore) -> Non
 async def test_a_claim_leases_only_due_deliveries_once(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     await publish(store, event("a", "now"), [("ep_1", None)], now=T0)
     await publish(store, event("a", "later"), [("ep_1", None)], now=T0 + 5_000)
     claims = await queue.claim("w1", now_ms=T0 + 1, limit=10, lease_ms=1000, exclude_endpoints=[])
@@ -247,11 +247,7 @@ async def test_a_claim_leases_only_due_deliveries_once(
 async def test_claims_skip_excluded_disabled_and_deleted_endpoints(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        for ep in ("ep_1", "ep_2", "ep_3"):
-            await uow.endpoints.add(endpoint("a", ep))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", ep) for ep in ("ep_1", "ep_2", "ep_3")])
     await publish(store, event("a", "e"), [("ep_1", None), ("ep_2", None), ("ep_3", None)])
     async with store.unit_of_work() as uow:
         ep2 = await uow.endpoints.get("a", "ep_2")
@@ -268,10 +264,7 @@ async def test_claims_skip_excluded_disabled_and_deleted_endpoints(
 async def test_an_ordered_key_releases_one_delivery_at_a_time(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_o", ordered=True))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_o", ordered=True)])
     for i, key in enumerate(["k1", "k1", "k2", "k1"]):
         await publish(store, event("a", f"e{i}", key=key), [("ep_o", key)])
     first = await queue.claim("w", now_ms=T0, limit=10, lease_ms=60_000, exclude_endpoints=[])
@@ -300,10 +293,7 @@ async def test_an_ordered_key_releases_one_delivery_at_a_time(
 async def test_recording_outcomes_updates_deliveries_and_keeps_attempts(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     await publish(store, event("a", "e"), [("ep_1", None)])
     [claim] = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
     await queue.record("w", [outcome_for(claim, DeliveryStatus.SUCCEEDED, None, 204)], T0 + 5)
@@ -321,10 +311,7 @@ async def test_recording_outcomes_updates_deliveries_and_keeps_attempts(
 async def test_an_outcome_from_a_lost_lease_is_logged_but_does_not_overwrite(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     await publish(store, event("a", "e"), [("ep_1", None)])
     [old] = await queue.claim("w1", now_ms=T0, limit=1, lease_ms=10, exclude_endpoints=[])
     [new] = await queue.claim("w2", now_ms=T0 + 11, limit=1, lease_ms=1000, exclude_endpoints=[])
@@ -341,10 +328,7 @@ async def test_an_outcome_from_a_lost_lease_is_logged_but_does_not_overwrite(
 async def test_leases_can_be_renewed_released_and_cleared(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     for i in range(3):
         await publish(store, event("a", f"e{i}"), [("ep_1", None)])
     claims = await queue.claim("w", now_ms=T0, limit=10, lease_ms=100, exclude_endpoints=[])
@@ -363,10 +347,7 @@ async def test_leases_can_be_renewed_released_and_cleared(
 async def test_replay_restarts_matching_deliveries_in_chunks(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     for i in range(5):
         await publish(store, event("a", f"e{i}"), [("ep_1", None)], now=T0 + i)
     claims = await queue.claim("w", now_ms=T0 + 10, limit=10, lease_ms=100, exclude_endpoints=[])
@@ -420,11 +401,7 @@ async def test_replay_restarts_matching_deliveries_in_chunks(
 async def test_cancel_open_only_touches_open_deliveries_of_that_endpoint(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.endpoints.add(endpoint("a", "ep_2"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1"), endpoint("a", "ep_2")])
     await publish(store, event("a", "e0"), [("ep_1", None), ("ep_2", None)])
     [first] = await queue.claim("w", now_ms=T0, limit=1, lease_ms=100, exclude_endpoints=["ep_2"])
     await queue.record("w", [outcome_for(first, DeliveryStatus.SUCCEEDED, None)], T0)
@@ -459,10 +436,7 @@ async def test_event_types_are_per_tenant(store: SqlStore) -> None:
 
 @pytest.mark.parametrize("limit", [1, 3])
 async def test_delivery_pages_are_newest_first(store: SqlStore, limit: int) -> None:
-    await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.commit()
+    await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     for i in range(4):
         await publish(store, event("a", f"e{i}"), [("ep_1", None)])
     seen: list[str] = []
