@@ -16,15 +16,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from croupier.domain.deliveries import DeliveryStatus
 from croupier.domain.endpoints import Endpoint
+from croupier.domain.events import Event
 from croupier.services.ports import Claim, Outcome
 from croupier.store import tables as t
 from croupier.store.engine import transaction
-from croupier.store.repositories import endpoint_from_row, event_from_row
+from croupier.store.repositories import endpoint_from_row
 from croupier.store.runner import Inline, Runner
 
 #: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
 _OPEN = text("deliveries.status IN ('pending', 'failed')")
 _CHUNK = 500
+_EVENT_FIELDS = (
+    "id",
+    "tenant_id",
+    "type",
+    "schema_version",
+    "data",
+    "ordering_key",
+    "occurred_at",
+    "created_at",
+    "trace_id",
+)
 
 
 class SqlDeliveryQueue:
@@ -105,35 +117,52 @@ class SqlDeliveryQueue:
             due = due.where(d.endpoint_id.not_in(list(exclude_endpoints)))
         if self._pg:
             due = due.with_for_update(of=t.deliveries, skip_locked=True)
+        ev = t.events.c
+        # The event and the endpoint's version come back with the claim itself, as scalar
+        # subqueries in RETURNING: one statement per claim instead of three.
+        event_col = {
+            name: select(getattr(ev, name)).where(ev.seq == d.event_seq).scalar_subquery()
+            for name in _EVENT_FIELDS
+        }
+        version = select(e.version).where(e.id == d.endpoint_id).scalar_subquery()
         claim = (
             update(t.deliveries)
             .where(d.seq.in_(due.scalar_subquery()))
             .values(lease_until=now_ms + lease_ms, lease_owner=owner)
             .returning(
-                d.seq, d.id, d.endpoint_id, d.attempts, d.cycle_start, d.event_seq, d.ordered_key
+                d.seq,
+                d.id,
+                d.endpoint_id,
+                d.attempts,
+                d.cycle_start,
+                d.event_seq,
+                d.ordered_key,
+                version.label("endpoint_version"),
+                *(col.label(f"event_{name}") for name, col in event_col.items()),
             )
         )
         async with transaction(self.engine) as conn:
             rows = (await conn.execute(claim)).all()
-            if not rows:
-                return []
-            event_rows = await conn.execute(
-                select(t.events).where(t.events.c.seq.in_({r.event_seq for r in rows}))
-            )
-            events = {r.seq: event_from_row(r) for r in event_rows}
-            version_rows = await conn.execute(
-                select(e.id, e.version).where(e.id.in_({r.endpoint_id for r in rows}))
-            )
-            versions = {r.id: r.version for r in version_rows}
         claims = [
             Claim(
                 seq=r.seq,
                 id=r.id,
                 endpoint_id=r.endpoint_id,
-                endpoint_version=versions[r.endpoint_id],
+                endpoint_version=r.endpoint_version,
                 attempts=r.attempts,
                 cycle_start=r.cycle_start,
-                event=events[r.event_seq],
+                event=Event(
+                    seq=r.event_seq,
+                    id=r.event_id,
+                    tenant_id=r.event_tenant_id,
+                    type=r.event_type,
+                    schema_version=r.event_schema_version,
+                    data_json=r.event_data.encode(),
+                    ordering_key=r.event_ordering_key,
+                    occurred_at_ms=r.event_occurred_at,
+                    created_at_ms=r.event_created_at,
+                    trace_id=r.event_trace_id,
+                ),
                 ordered_key=r.ordered_key,
             )
             for r in rows
