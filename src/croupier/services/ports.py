@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from croupier.domain.deliveries import Attempt, Decision, Delivery, DeliveryStatus
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,14 @@ class UnitOfWork(Protocol):
 
 class Store(Protocol):
     def unit_of_work(self, *, write: bool = True) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, write: bool = True) -> T:
+        """Run ``work`` inside one transaction, where the store does its I/O, in one go.
+
+        For hot paths: ``work`` must touch only the unit of work and plain values (it may
+        run on another thread); it commits by calling ``uow.commit()``.
+        """
+        ...
 
 
 class DeliveryQueue(Protocol):

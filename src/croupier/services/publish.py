@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ from croupier.domain.events import Event, fingerprint
 from croupier.domain.ids import new_id
 from croupier.services.event_types import EventTypeService
 from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
-from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, Store, StoredEvent
+from croupier.services.ports import (
+    DeliveryFilter,
+    NewDelivery,
+    NewEvent,
+    Store,
+    StoredEvent,
+    UnitOfWork,
+)
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 #: Most publishes one transaction carries.
@@ -142,69 +150,12 @@ class PublishService:
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Store the events of ``batch`` and their deliveries in one transaction."""
-        now = self.clock.now_ms()
-        fresh: list[_Pending] = []
-        repeats: list[_Pending] = []
-        written: list[tuple[Event, int]] = []
-        async with self.store.unit_of_work() as uow:
-            claimed: set[tuple[str, str, str]] = set()
-            for tenant_id in {p.tenant_id for p in batch}:
-                mine = [p for p in batch if p.tenant_id == tenant_id]
-                ids, keys = await uow.events.taken(
-                    tenant_id,
-                    ids=[p.event.id for p in mine],
-                    idempotency_keys=[k for p in mine if (k := p.req.idempotency_key)],
-                )
-                claimed |= {(tenant_id, "id", i) for i in ids}
-                claimed |= {(tenant_id, "key", k) for k in keys}
-            for p in batch:
-                names = {(p.tenant_id, "id", p.event.id)}
-                if p.req.idempotency_key is not None:
-                    names.add((p.tenant_id, "key", p.req.idempotency_key))
-                if names & claimed:
-                    repeats.append(p)  # published before, or earlier in this very batch
-                    continue
-                claimed |= names
-                fresh.append(p)
-            subscribers: dict[tuple[str, str], list[Endpoint]] = {}
-            for p in fresh:
-                wanted = (p.tenant_id, p.event.type)
-                if wanted not in subscribers:
-                    subscribers[wanted] = await uow.endpoints.subscribed(*wanted)
-            seqs = await uow.events.add_many(
-                [
-                    NewEvent(
-                        event=p.event,
-                        fingerprint=p.digest,
-                        idempotency_key=p.req.idempotency_key,
-                        delivery_count=len(subscribers[(p.tenant_id, p.event.type)]),
-                    )
-                    for p in fresh
-                ]
-            )
-            rows: list[tuple[Event, NewDelivery]] = []
-            for p, seq in zip(fresh, seqs, strict=True):
-                event = dataclasses.replace(p.event, seq=seq)
-                endpoints = subscribers[(p.tenant_id, p.event.type)]
-                written.append((event, len(endpoints)))
-                rows.extend(
-                    (
-                        event,
-                        NewDelivery(
-                            id=new_id("dlv", now_ms=now),
-                            endpoint_id=e.id,
-                            ordered_key=event.ordering_key if e.ordered else None,
-                        ),
-                    )
-                    for e in endpoints
-                )
-            await uow.deliveries.add_many(rows, now)
-            await uow.commit()
-        for p, (event, count) in zip(fresh, written, strict=True):
+        stored = await self.store.run(functools.partial(_store_batch, batch, self.clock.now_ms()))
+        for p, event, count in stored.written:
             p.result.set_result(PublishResult(event, count, replayed=False))
-        if any(count for _, count in written):
+        if any(count for _, _, count in stored.written):
             self.on_published()
-        for p in repeats:
+        for p in stored.repeats:
             await self._settle_replay(p)
 
     async def _settle_replay(self, pending: _Pending) -> None:
@@ -271,6 +222,74 @@ class _Pending:
     result: asyncio.Future[PublishResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass
+class _Stored:
+    written: list[tuple[_Pending, Event, int]]
+    repeats: list[_Pending]
+
+
+async def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Stored:
+    """The transaction of a publish batch. It runs where the store does its I/O, so it
+    touches only the unit of work and plain values, never the callers' futures."""
+    fresh: list[_Pending] = []
+    repeats: list[_Pending] = []
+    claimed: set[tuple[str, str, str]] = set()
+    for tenant_id in {p.tenant_id for p in batch}:
+        mine = [p for p in batch if p.tenant_id == tenant_id]
+        ids, keys = await uow.events.taken(
+            tenant_id,
+            ids=[p.event.id for p in mine],
+            idempotency_keys=[k for p in mine if (k := p.req.idempotency_key)],
+        )
+        claimed |= {(tenant_id, "id", i) for i in ids}
+        claimed |= {(tenant_id, "key", k) for k in keys}
+    for p in batch:
+        names = {(p.tenant_id, "id", p.event.id)}
+        if p.req.idempotency_key is not None:
+            names.add((p.tenant_id, "key", p.req.idempotency_key))
+        if names & claimed:
+            repeats.append(p)  # published before, or earlier in this very batch
+            continue
+        claimed |= names
+        fresh.append(p)
+    subscribers: dict[tuple[str, str], list[Endpoint]] = {}
+    for p in fresh:
+        wanted = (p.tenant_id, p.event.type)
+        if wanted not in subscribers:
+            subscribers[wanted] = await uow.endpoints.subscribed(*wanted)
+    seqs = await uow.events.add_many(
+        [
+            NewEvent(
+                event=p.event,
+                fingerprint=p.digest,
+                idempotency_key=p.req.idempotency_key,
+                delivery_count=len(subscribers[(p.tenant_id, p.event.type)]),
+            )
+            for p in fresh
+        ]
+    )
+    written: list[tuple[_Pending, Event, int]] = []
+    rows: list[tuple[Event, NewDelivery]] = []
+    for p, seq in zip(fresh, seqs, strict=True):
+        event = dataclasses.replace(p.event, seq=seq)
+        endpoints = subscribers[(p.tenant_id, p.event.type)]
+        written.append((p, event, len(endpoints)))
+        rows.extend(
+            (
+                event,
+                NewDelivery(
+                    id=new_id("dlv", now_ms=now),
+                    endpoint_id=e.id,
+                    ordered_key=event.ordering_key if e.ordered else None,
+                ),
+            )
+            for e in endpoints
+        )
+    await uow.deliveries.add_many(rows, now)
+    await uow.commit()
+    return _Stored(written, repeats)
 
 
 def _replay(first: StoredEvent, digest: str, req: PublishRequest) -> PublishResult:

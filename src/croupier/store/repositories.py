@@ -66,6 +66,21 @@ class SqlStore:
         finally:
             await self.runner.call(self._close, opened, completed and opened.uow.committed)
 
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, write: bool = True) -> T:
+        """``work`` inside one transaction, entirely in the runner's loop: one crossing."""
+
+        async def inside() -> T:
+            opened = await self._open(write)
+            completed = False
+            try:
+                result = await _translated(work, opened.uow)
+                completed = True
+                return result
+            finally:
+                await self._close(opened, completed and opened.uow.committed)
+
+        return await self.runner.call(inside)
+
     async def _open(self, write: bool) -> _Open:
         stack = AsyncExitStack()
         try:
