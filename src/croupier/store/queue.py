@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from croupier.domain.deliveries import DeliveryStatus
 from croupier.domain.endpoints import Endpoint
-from croupier.domain.events import Event
 from croupier.services.ports import Claim, Outcome
 from croupier.store import tables as t
 from croupier.store.engine import transaction
-from croupier.store.repositories import endpoint_from_row
+from croupier.store.repositories import endpoint_from_row, event_from_row
 from croupier.store.runner import Inline, Runner
 
 #: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
@@ -151,18 +150,7 @@ class SqlDeliveryQueue:
                 endpoint_version=r.endpoint_version,
                 attempts=r.attempts,
                 cycle_start=r.cycle_start,
-                event=Event(
-                    seq=r.event_seq,
-                    id=r.event_id,
-                    tenant_id=r.event_tenant_id,
-                    type=r.event_type,
-                    schema_version=r.event_schema_version,
-                    data_json=r.event_data.encode(),
-                    ordering_key=r.event_ordering_key,
-                    occurred_at_ms=r.event_occurred_at,
-                    created_at_ms=r.event_created_at,
-                    trace_id=r.event_trace_id,
-                ),
+                event=event_from_row(r, prefix="event_"),
                 ordered_key=r.ordered_key,
             )
             for r in rows

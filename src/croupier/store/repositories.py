@@ -699,18 +699,20 @@ def endpoint_from_row(row: Row[Any]) -> Endpoint:
     )
 
 
-def event_from_row(row: Row[Any]) -> Event:
+def event_from_row(row: Row[Any], prefix: str = "") -> Event:
+    """An event from a row of ``events``, or from columns named ``{prefix}{column}``."""
+    m = row._mapping
     return Event(
-        seq=row.seq,
-        id=row.id,
-        tenant_id=row.tenant_id,
-        type=row.type,
-        schema_version=row.schema_version,
-        data_json=row.data.encode(),
-        ordering_key=row.ordering_key,
-        occurred_at_ms=row.occurred_at,
-        created_at_ms=row.created_at,
-        trace_id=row.trace_id,
+        seq=m[f"{prefix}seq"],
+        id=m[f"{prefix}id"],
+        tenant_id=m[f"{prefix}tenant_id"],
+        type=m[f"{prefix}type"],
+        schema_version=m[f"{prefix}schema_version"],
+        data_json=m[f"{prefix}data"].encode(),
+        ordering_key=m[f"{prefix}ordering_key"],
+        occurred_at_ms=m[f"{prefix}occurred_at"],
+        created_at_ms=m[f"{prefix}created_at"],
+        trace_id=m[f"{prefix}trace_id"],
     )
 
 
