@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 import orjson
 from sqlalchemy import Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from croupier.domain.deliveries import (
     OPEN_STATUSES,
@@ -37,7 +37,7 @@ from croupier.services.ports import (
     UnitOfWork,
 )
 from croupier.store import tables as t
-from croupier.store.engine import WRITE_OPTION, writer_turn
+from croupier.store.engine import transaction
 from croupier.store.runner import Inline, Runner
 
 T = TypeVar("T")
@@ -83,24 +83,17 @@ class SqlStore:
 
     async def _open(self, write: bool) -> _Open:
         stack = AsyncExitStack()
-        try:
-            await stack.enter_async_context(writer_turn(self.engine, write))
-            conn = await stack.enter_async_context(self.engine.connect())
-            if write:
-                conn = await conn.execution_options(**{WRITE_OPTION: True})
-            tx = await conn.begin()
-        except BaseException:
-            await stack.aclose()
-            raise
-        return _Open(stack, tx, SqlUnitOfWork(conn))
+        conn = await stack.enter_async_context(transaction(self.engine, write=write))
+        return _Open(stack, SqlUnitOfWork(conn))
 
     @staticmethod
     async def _close(opened: _Open, commit: bool) -> None:
+        conn = opened.uow.conn
         try:
             if commit:
-                await _translated(opened.tx.commit)
+                await _translated(conn.commit)
             else:
-                await opened.tx.rollback()
+                await conn.rollback()
         finally:
             await opened.stack.aclose()
 
@@ -108,7 +101,6 @@ class SqlStore:
 @dataclass
 class _Open:
     stack: AsyncExitStack
-    tx: AsyncTransaction
     uow: SqlUnitOfWork
 
 
