@@ -1231,7 +1231,7 @@ def _machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     versions: dict[str, str] = {}
-    for package in ("croupier", "aiohttp", "uvloop", "sqlalchemy", "aiosqlite", "fastapi"):
+    for package in ("croupier", "aiohttp", "uvloop", "sqlalchemy", "fastapi"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     return {

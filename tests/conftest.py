@@ -25,7 +25,7 @@ from croupier.api.rest.app import create_app
 from croupier.bootstrap import Container, build, configure_logging
 from croupier.config import Settings
 from croupier.domain.clock import ManualClock
-from croupier.store.engine import make_engine
+from croupier.store.engine import open_database
 from croupier.store.migrate import migrate
 from tests.support.receiver import Receiver
 
@@ -52,9 +52,11 @@ def postgres_url() -> Iterator[str]:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
-        engine = make_engine(url)
-        await migrate(engine)
-        await engine.dispose()
+        db = open_database(url)
+        try:
+            await migrate(db)
+        finally:
+            await db.close()
 
     async def drop() -> None:
         conn = await asyncpg.connect(dsn)
@@ -108,6 +110,8 @@ def settings(database_url: str) -> Settings:
         admin_key=ADMIN_KEY,
         dispatcher_enabled=False,
         retry_jitter=0.0,
+        # In-process sending: the tests drive the dispatcher on a manual clock.
+        senders=0,
     )
 
 

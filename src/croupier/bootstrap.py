@@ -8,8 +8,6 @@ import sys
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from croupier.config import Settings
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
@@ -20,12 +18,11 @@ from croupier.services.endpoints import EndpointService
 from croupier.services.event_types import EventTypeService
 from croupier.services.publish import PublishService
 from croupier.services.tenants import Bootstrap, TenantService
-from croupier.store.engine import is_sqlite, make_engine
+from croupier.store.engine import Database, is_sqlite, open_database
 from croupier.store.lock import FileOwnership
 from croupier.store.migrate import migrate, pending_migrations
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
-from croupier.store.runner import Runner, StoreThread
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -37,7 +34,7 @@ class Container:
     """Everything a running croupier holds; built by :func:`build`, closed by ``close``."""
 
     settings: Settings
-    engine: AsyncEngine
+    db: Database
     clock: Clock
     store: SqlStore
     tenants: TenantService
@@ -46,7 +43,6 @@ class Container:
     publish: PublishService
     deliveries: DeliveryService
     dispatcher: Dispatcher
-    runner: Runner
     bootstrap: Bootstrap | None = None
     _ownership: FileOwnership | None = field(default=None, repr=False)
     _dispatcher_running: bool = False
@@ -64,19 +60,13 @@ class Container:
         else:
             await self.dispatcher.sender.close()
         try:
-            await self.runner.call(self.engine.dispose)
+            await self.db.close()
         finally:
-            self.runner.close()
             if self._ownership is not None:
                 self._ownership.release()
 
     async def ping(self) -> None:
-        await self.runner.call(_ping, self.engine)
-
-
-async def _ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+        await self.db.ping()
 
 
 async def build(
@@ -96,18 +86,17 @@ async def build(
     command must not make a key nobody will ever see.
     """
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url)
+    db = open_database(settings.database_url)
     sqlite = is_sqlite(settings.database_url)
     ownership = None
-    runner = StoreThread()
-    queue = SqlDeliveryQueue(engine, runner)
+    queue = SqlDeliveryQueue(db)
     try:
         if sqlite and own_store:
-            ownership = FileOwnership(engine.url.render_as_string())
+            ownership = FileOwnership(db.url)
             ownership.acquire()
         if auto_migrate if auto_migrate is not None else sqlite:
-            await runner.call(migrate, engine)
-        elif await runner.call(pending_migrations, engine):
+            await migrate(db)
+        elif await pending_migrations(db):
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `croupier migrate` first"
             )
@@ -116,10 +105,9 @@ async def build(
     except BaseException:
         if ownership is not None:
             ownership.release()
-        await runner.call(engine.dispose)
-        runner.close()
+        await db.close()
         raise
-    store = SqlStore(engine, runner)
+    store = SqlStore(db)
     dispatcher = Dispatcher(
         queue,
         clock=clock,
@@ -141,7 +129,7 @@ async def build(
     tenants = TenantService(store, clock)
     container = Container(
         settings=settings,
-        engine=engine,
+        db=db,
         clock=clock,
         store=store,
         tenants=tenants,
@@ -150,7 +138,6 @@ async def build(
         publish=PublishService(store, clock, event_types, on_published=dispatcher.notify),
         deliveries=DeliveryService(store, clock, on_due=dispatcher.notify),
         dispatcher=dispatcher,
-        runner=runner,
         _ownership=ownership,
     )
     container.bootstrap = await tenants.bootstrap(settings.admin_key, generate=generate_admin_key)

@@ -104,14 +104,14 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     settings = _settings(database_url=database_url)
 
     async def run() -> None:
-        from croupier.store.engine import make_engine
+        from croupier.store.engine import open_database
         from croupier.store.migrate import migrate as apply
 
-        engine = make_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
-            await apply(engine)
+            await apply(db)
         finally:
-            await engine.dispose()
+            await db.close()
 
     _run(run())
     console.print(f"migrated {_redacted(settings.database_url)} to the newest schema")

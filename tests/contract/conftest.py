@@ -3,27 +3,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from croupier.store.engine import make_engine
+from croupier.store.engine import Database, open_database
 from croupier.store.migrate import migrate
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    e = make_engine(database_url)
-    await migrate(e)
-    yield e
-    await e.dispose()
+async def db(database_url: str) -> AsyncIterator[Database]:
+    d = open_database(database_url)
+    await migrate(d)
+    yield d
+    await d.close()
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> SqlStore:
-    return SqlStore(engine)
+def store(db: Database) -> SqlStore:
+    return SqlStore(db)
 
 
 @pytest.fixture
-def queue(engine: AsyncEngine) -> SqlDeliveryQueue:
-    return SqlDeliveryQueue(engine)
+def queue(db: Database) -> SqlDeliveryQueue:
+    return SqlDeliveryQueue(db)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from croupier.domain.deliveries import (
     Attempt,
@@ -22,28 +22,29 @@ from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
 from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, Outcome
+from croupier.store.engine import Database
 from croupier.store.queue import SqlDeliveryQueue
-from croupier.store.repositories import SqlStore
+from croupier.store.repositories import SqlStore, SqlUnitOfWork
 from croupier.store.tables import metadata
 
 T0 = 1_700_000_000_000
 
 
-async def test_the_migrations_create_exactly_the_declared_schema(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        diff = await conn.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
-        )
+async def test_the_migrations_create_exactly_the_declared_schema(db: Database) -> None:
+    diff = await db.run(
+        lambda conn: compare_metadata(MigrationContext.configure(conn), metadata), write=False
+    )
     assert diff == []
 
 
 async def seed(store: SqlStore, *tenants: str, endpoints: Sequence[Endpoint] = ()) -> None:
-    async with store.unit_of_work() as uow:
+    def add(uow: SqlUnitOfWork) -> None:
         for name in tenants:
-            await uow.tenants.add(Tenant(name, name, T0))
+            uow.tenants.add(Tenant(name, name, T0))
         for ep in endpoints:
-            await uow.endpoints.add(ep)
-        await uow.commit()
+            uow.endpoints.add(ep)
+
+    await store.run(add)
 
 
 def endpoint(
@@ -80,22 +81,20 @@ def event(tenant: str, ev_id: str, *, key: str | None = None) -> Event:
 async def publish(
     store: SqlStore, ev: Event, endpoints: list[tuple[str, str | None]], now: int = T0
 ) -> Event:
-    async with store.unit_of_work() as uow:
-        [seq] = await uow.events.add_many([new(ev)])
+    def write(uow: SqlUnitOfWork) -> Event:
+        [seq] = uow.events.add_many([new(ev)])
         stored = dataclasses.replace(ev, seq=seq)
-        await uow.deliveries.add_many(
+        uow.deliveries.add_many(
             [(stored, NewDelivery(f"dlv_{ev.id}_{ep}", ep, key)) for ep, key in endpoints],
             now,
         )
-        await uow.commit()
-    return stored
+        return stored
+
+    return await store.run(write)
 
 
 async def insert(store: SqlStore, *events: NewEvent) -> list[int]:
-    async with store.unit_of_work() as uow:
-        seqs = await uow.events.add_many(events)
-        await uow.commit()
-    return seqs
+    return await store.run(lambda uow: uow.events.add_many(events))
 
 
 def new(ev: Event, *, key: str | None = None, fingerprint: str = "f") -> NewEvent:
@@ -126,105 +125,127 @@ def outcome_for(claim: object, status: DeliveryStatus, due: int | None, code: in
 async def test_tenants_and_keys_round_trip(store: SqlStore) -> None:
     await seed(store, "a")
     key = ApiKey("key_1", "a", "n", "ck_abc", "h" * 64, True, T0)
-    async with store.unit_of_work() as uow:
-        await uow.keys.add(key)
-        await uow.commit()
-    async with store.unit_of_work(write=False) as uow:
-        assert await uow.keys.find_by_hash("h" * 64) == key
-        assert await uow.keys.has_admin()
-        assert await uow.tenants.get_by_name("a") == Tenant("a", "a", T0)
-        assert [t.id for t in await uow.tenants.page(limit=10, after=None)] == ["a"]
+
+    def change(uow: SqlUnitOfWork) -> None:
+        uow.keys.add(key)
+
+    await store.run(change)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        assert uow.keys.find_by_hash("h" * 64) == key
+        assert uow.keys.has_admin()
+        assert uow.tenants.get_by_name("a") == Tenant("a", "a", T0)
+        assert [t.id for t in uow.tenants.page(limit=10, after=None)] == ["a"]
+
+    await store.run(check, write=False)
 
 
-async def test_a_unit_of_work_without_commit_keeps_nothing(store: SqlStore) -> None:
-    async with store.unit_of_work() as uow:
-        await uow.tenants.add(Tenant("gone", "gone", T0))
-    async with store.unit_of_work(write=False) as uow:
-        assert await uow.tenants.get("gone") is None
+async def test_a_unit_of_work_that_raises_keeps_nothing(store: SqlStore) -> None:
+    def change(uow: SqlUnitOfWork) -> None:
+        uow.tenants.add(Tenant("gone", "gone", T0))
+        raise LookupError("changed my mind")
+
+    with pytest.raises(LookupError):
+        await store.run(change)
+    assert await store.run(lambda uow: uow.tenants.get("gone"), write=False) is None
 
 
 async def test_endpoints_are_scoped_to_their_tenant(store: SqlStore) -> None:
     await seed(store, "a", "b")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_a"))
-        await uow.commit()
-    async with store.unit_of_work(write=False) as uow:
-        assert (await uow.endpoints.get("a", "ep_a")) == endpoint("a", "ep_a")
-        assert await uow.endpoints.get("b", "ep_a") is None
-        assert await uow.endpoints.page("b", limit=10, after=None) == []
-        assert [e.id for e in await uow.endpoints.subscribed("a", "t")] == ["ep_a"]
-        assert await uow.endpoints.subscribed("b", "t") == []
-        assert await uow.endpoints.subscribed("a", "other") == []
+
+    def change(uow: SqlUnitOfWork) -> None:
+        uow.endpoints.add(endpoint("a", "ep_a"))
+
+    await store.run(change)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        assert (uow.endpoints.get("a", "ep_a")) == endpoint("a", "ep_a")
+        assert uow.endpoints.get("b", "ep_a") is None
+        assert uow.endpoints.page("b", limit=10, after=None) == []
+        assert [e.id for e in uow.endpoints.subscribed("a", "t")] == ["ep_a"]
+        assert uow.endpoints.subscribed("b", "t") == []
+        assert uow.endpoints.subscribed("a", "other") == []
+
+    await store.run(check, write=False)
 
 
 async def test_deleted_and_disabled_endpoints_get_no_new_deliveries(store: SqlStore) -> None:
     await seed(store, "a")
-    async with store.unit_of_work() as uow:
-        await uow.endpoints.add(endpoint("a", "ep_1"))
-        await uow.endpoints.add(dataclasses.replace(endpoint("a", "ep_2"), disabled=True))
-        await uow.endpoints.add(endpoint("a", "ep_3"))
-        await uow.endpoints.delete("a", "ep_3", T0)
-        await uow.commit()
-    async with store.unit_of_work(write=False) as uow:
-        assert [e.id for e in await uow.endpoints.subscribed("a", "t")] == ["ep_1"]
-        assert await uow.endpoints.get("a", "ep_3") is None
+
+    def change(uow: SqlUnitOfWork) -> None:
+        uow.endpoints.add(endpoint("a", "ep_1"))
+        uow.endpoints.add(dataclasses.replace(endpoint("a", "ep_2"), disabled=True))
+        uow.endpoints.add(endpoint("a", "ep_3"))
+        uow.endpoints.delete("a", "ep_3", T0)
+
+    await store.run(change)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        assert [e.id for e in uow.endpoints.subscribed("a", "t")] == ["ep_1"]
+        assert uow.endpoints.get("a", "ep_3") is None
+
+    await store.run(check, write=False)
 
 
 async def test_an_event_id_and_an_idempotency_key_are_unique_per_tenant_only(
     store: SqlStore,
 ) -> None:
     await seed(store, "a", "b")
-    async with store.unit_of_work() as uow:
-        seqs = await uow.events.add_many(
-            [
-                new(event("a", "e1"), key="k"),
-                new(event("a", "e2")),
-                new(event("b", "e1"), key="k", fingerprint="g"),
-            ]
-        )
-        await uow.commit()
+
+    seqs = await insert(
+        store,
+        new(event("a", "e1"), key="k"),
+        new(event("a", "e2")),
+        new(event("b", "e1"), key="k", fingerprint="g"),
+    )
     assert len(set(seqs)) == 3
     assert seqs == sorted(seqs), "seqs come back in the order the events were given"
     for taken in (new(event("a", "e1")), new(event("a", "e3"), key="k")):
         with pytest.raises(ConcurrentWrite):
             await insert(store, taken)
-    async with store.unit_of_work(write=False) as uow:
-        assert await uow.events.taken("a", ids=["e1", "e9"], idempotency_keys=["k", "z"]) == (
+
+    def check(uow: SqlUnitOfWork) -> None:
+        assert uow.events.taken("a", ids=["e1", "e9"], idempotency_keys=["k", "z"]) == (
             {"e1"},
             {"k"},
         )
-        assert await uow.events.taken("b", ids=["e2"], idempotency_keys=[]) == (set(), set())
-        found = await uow.events.find("a", event_id=None, idempotency_key="k")
+        assert uow.events.taken("b", ids=["e2"], idempotency_keys=[]) == (set(), set())
+        found = uow.events.find("a", event_id=None, idempotency_key="k")
         assert found is not None
         assert found.event.id == "e1"
         assert found.fingerprint == "f"
-        other = await uow.events.find("b", event_id="e1", idempotency_key=None)
+        other = uow.events.find("b", event_id="e1", idempotency_key=None)
         assert other is not None
         assert other.fingerprint == "g"
-        assert await uow.events.get("b", "e2") is None
+        assert uow.events.get("b", "e2") is None
+
+    await store.run(check, write=False)
 
 
 async def test_events_page_in_publish_order_with_filters(store: SqlStore) -> None:
     await seed(store, "a")
-    async with store.unit_of_work() as uow:
+
+    def change(uow: SqlUnitOfWork) -> None:
         for i in range(5):
             ev = dataclasses.replace(
                 event("a", f"e{i}"), created_at_ms=T0 + i, type="t" if i % 2 == 0 else "u"
             )
-            await uow.events.add_many([new(ev)])
-        await uow.commit()
-    async with store.unit_of_work(write=False) as uow:
-        everything = await uow.events.page(
-            "a", event_type=None, since_ms=None, after_seq=None, limit=10
-        )
+            uow.events.add_many([new(ev)])
+
+    await store.run(change)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        everything = uow.events.page("a", event_type=None, since_ms=None, after_seq=None, limit=10)
         assert [e.id for e in everything] == ["e0", "e1", "e2", "e3", "e4"]
-        ts = await uow.events.page("a", event_type="t", since_ms=T0 + 1, after_seq=None, limit=10)
+        ts = uow.events.page("a", event_type="t", since_ms=T0 + 1, after_seq=None, limit=10)
         assert [e.id for e in ts] == ["e2", "e4"]
-        after = await uow.events.page(
+        after = uow.events.page(
             "a", event_type=None, since_ms=None, after_seq=everything[2].seq, limit=1
         )
         assert [e.id for e in after] == ["e3"]
         assert orjson.loads(after[0].data_json) == {"n": 1}
+
+    await store.run(check, write=False)
 
 
 async def test_a_claim_leases_only_due_deliveries_once(
@@ -249,12 +270,14 @@ async def test_claims_skip_excluded_disabled_and_deleted_endpoints(
 ) -> None:
     await seed(store, "a", endpoints=[endpoint("a", ep) for ep in ("ep_1", "ep_2", "ep_3")])
     await publish(store, event("a", "e"), [("ep_1", None), ("ep_2", None), ("ep_3", None)])
-    async with store.unit_of_work() as uow:
-        ep2 = await uow.endpoints.get("a", "ep_2")
+
+    def change(uow: SqlUnitOfWork) -> None:
+        ep2 = uow.endpoints.get("a", "ep_2")
         assert ep2 is not None
-        await uow.endpoints.update(dataclasses.replace(ep2, disabled=True, version=2))
-        await uow.endpoints.delete("a", "ep_3", T0)
-        await uow.commit()
+        uow.endpoints.update(dataclasses.replace(ep2, disabled=True, version=2))
+        uow.endpoints.delete("a", "ep_3", T0)
+
+    await store.run(change)
     none = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=["ep_1"])
     assert none == []
     claims = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
@@ -297,15 +320,18 @@ async def test_recording_outcomes_updates_deliveries_and_keeps_attempts(
     await publish(store, event("a", "e"), [("ep_1", None)])
     [claim] = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
     await queue.record("w", [outcome_for(claim, DeliveryStatus.SUCCEEDED, None, 204)], T0 + 5)
-    async with store.unit_of_work(write=False) as uow:
-        d = await uow.deliveries.get("a", claim.id)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        d = uow.deliveries.get("a", claim.id)
         assert d is not None
         assert (d.status, d.attempts, d.last_status_code) == (DeliveryStatus.SUCCEEDED, 1, 204)
-        [attempt] = await uow.deliveries.attempts("a", d.seq)
+        [attempt] = uow.deliveries.attempts("a", d.seq)
         assert attempt.result.status_code == 204
         assert attempt.result.response_headers == {"x": "y"}
         assert attempt.request_headers == {"webhook-id": "e"}
-        assert await uow.deliveries.attempts("b", d.seq) == []
+        assert uow.deliveries.attempts("b", d.seq) == []
+
+    await store.run(check, write=False)
 
 
 async def test_an_outcome_from_a_lost_lease_is_logged_but_does_not_overwrite(
@@ -319,10 +345,13 @@ async def test_an_outcome_from_a_lost_lease_is_logged_but_does_not_overwrite(
     late = outcome_for(old, DeliveryStatus.FAILED, T0 + 99, 500)
     late = dataclasses.replace(late, attempt=dataclasses.replace(late.attempt, id="att_late"))
     await queue.record("w1", [late], T0 + 30)
-    async with store.unit_of_work(write=False) as uow:
-        d = await uow.deliveries.get("a", old.id)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        d = uow.deliveries.get("a", old.id)
         assert d is not None and d.status is DeliveryStatus.SUCCEEDED
-        assert len(await uow.deliveries.attempts("a", d.seq)) == 2
+        assert len(uow.deliveries.attempts("a", d.seq)) == 2
+
+    await store.run(check, write=False)
 
 
 async def test_leases_can_be_renewed_released_and_cleared(
@@ -360,38 +389,42 @@ async def test_replay_restarts_matching_deliveries_in_chunks(
         T0 + 20,
     )
     dead = (DeliveryStatus.DEAD,)
-    async with store.unit_of_work(write=False) as uow:
+
+    def check_1(uow: SqlUnitOfWork) -> None:
         assert (
-            await uow.deliveries.count("a", "ep_1", statuses=dead, since_ms=T0 + 1, until_ms=T0 + 4)
-            == 3
+            uow.deliveries.count("a", "ep_1", statuses=dead, since_ms=T0 + 1, until_ms=T0 + 4) == 3
         )
-        assert (
-            await uow.deliveries.count("b", "ep_1", statuses=dead, since_ms=None, until_ms=None)
-            == 0
+        assert uow.deliveries.count("b", "ep_1", statuses=dead, since_ms=None, until_ms=None) == 0
+
+    await store.run(check_1, write=False)
+
+    def replay(after: int | None, uow: SqlUnitOfWork) -> tuple[int, int | None]:
+        return uow.deliveries.replay(
+            "a",
+            "ep_1",
+            statuses=dead,
+            since_ms=T0 + 1,
+            until_ms=T0 + 4,
+            now_ms=T0 + 50,
+            after_seq=after,
+            limit=2,
         )
+
     done, after = 0, None
     while True:
-        async with store.unit_of_work() as uow:
-            n, after = await uow.deliveries.replay(
-                "a",
-                "ep_1",
-                statuses=dead,
-                since_ms=T0 + 1,
-                until_ms=T0 + 4,
-                now_ms=T0 + 50,
-                after_seq=after,
-                limit=2,
-            )
-            await uow.commit()
+        n, after = await store.run(functools.partial(replay, after))
         if n == 0:
             break
         done += n
     assert done == 3
-    async with store.unit_of_work(write=False) as uow:
-        pending = await uow.deliveries.page(
+
+    def check_2(uow: SqlUnitOfWork) -> None:
+        pending = uow.deliveries.page(
             "a", DeliveryFilter(status=DeliveryStatus.PENDING), before_seq=None, limit=10
         )
         assert sorted(d.event_id for d in pending) == ["e1", "e2", "e3"]
+
+    await store.run(check_2, write=False)
     again = await queue.claim("w", now_ms=T0 + 50, limit=10, lease_ms=100, exclude_endpoints=[])
     assert {c.event.id for c in again} == {"e1", "e2", "e3"}
     # a replay starts a fresh retry cycle: the attempt count goes on, the schedule restarts
@@ -406,12 +439,17 @@ async def test_cancel_open_only_touches_open_deliveries_of_that_endpoint(
     [first] = await queue.claim("w", now_ms=T0, limit=1, lease_ms=100, exclude_endpoints=["ep_2"])
     await queue.record("w", [outcome_for(first, DeliveryStatus.SUCCEEDED, None)], T0)
     await publish(store, event("a", "e1"), [("ep_1", None), ("ep_2", None)])
-    async with store.unit_of_work() as uow:
-        assert await uow.deliveries.cancel_open("a", "ep_1", T0) == 1
-        await uow.commit()
-    async with store.unit_of_work(write=False) as uow:
-        rows = await uow.deliveries.page("a", DeliveryFilter(), before_seq=None, limit=10)
-        states = {(d.event_id, d.endpoint_id): d.status for d in rows}
+
+    def change(uow: SqlUnitOfWork) -> None:
+        assert uow.deliveries.cancel_open("a", "ep_1", T0) == 1
+
+    await store.run(change)
+
+    rows = await store.run(
+        lambda uow: uow.deliveries.page("a", DeliveryFilter(), before_seq=None, limit=10),
+        write=False,
+    )
+    states = {(d.event_id, d.endpoint_id): d.status for d in rows}
     assert states == {
         ("e0", "ep_1"): DeliveryStatus.SUCCEEDED,
         ("e0", "ep_2"): DeliveryStatus.PENDING,
@@ -423,15 +461,20 @@ async def test_cancel_open_only_touches_open_deliveries_of_that_endpoint(
 async def test_event_types_are_per_tenant(store: SqlStore) -> None:
     await seed(store, "a", "b")
     et = EventType(name="custom.x", schema={"type": "object"}, schema_version="1.2.0")
-    async with store.unit_of_work() as uow:
-        await uow.event_types.upsert("a", et, T0)
-        await uow.event_types.upsert("a", dataclasses.replace(et, schema_version="1.3.0"), T0)
-        await uow.commit()
-    async with store.unit_of_work(write=False) as uow:
-        got = await uow.event_types.get("a", "custom.x")
+
+    def change(uow: SqlUnitOfWork) -> None:
+        uow.event_types.upsert("a", et, T0)
+        uow.event_types.upsert("a", dataclasses.replace(et, schema_version="1.3.0"), T0)
+
+    await store.run(change)
+
+    def check(uow: SqlUnitOfWork) -> None:
+        got = uow.event_types.get("a", "custom.x")
         assert got is not None and got.schema_version == "1.3.0"
-        assert await uow.event_types.get("b", "custom.x") is None
-        assert [t.name for t in await uow.event_types.all("a")] == ["custom.x"]
+        assert uow.event_types.get("b", "custom.x") is None
+        assert [t.name for t in uow.event_types.all("a")] == ["custom.x"]
+
+    await store.run(check, write=False)
 
 
 @pytest.mark.parametrize("limit", [1, 3])
@@ -439,13 +482,13 @@ async def test_delivery_pages_are_newest_first(store: SqlStore, limit: int) -> N
     await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     for i in range(4):
         await publish(store, event("a", f"e{i}"), [("ep_1", None)])
-    seen: list[str] = []
-    before = None
-    async with store.unit_of_work(write=False) as uow:
-        while True:
-            page = await uow.deliveries.page("a", DeliveryFilter(), before_seq=before, limit=limit)
-            if not page:
-                break
+
+    def check(uow: SqlUnitOfWork) -> list[str]:
+        seen: list[str] = []
+        before = None
+        while page := uow.deliveries.page("a", DeliveryFilter(), before_seq=before, limit=limit):
             seen += [d.event_id for d in page]
             before = page[-1].seq
-    assert seen == ["e3", "e2", "e1", "e0"]
+        return seen
+
+    assert await store.run(check, write=False) == ["e3", "e2", "e1", "e0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,7 +17,7 @@ from croupier.domain.errors import (
     ValidationFailed,
 )
 from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
-from croupier.services.ports import DeliveryFilter, Store
+from croupier.services.ports import DeliveryFilter, Store, UnitOfWork
 
 REPLAY_CHUNK = 1000
 
@@ -56,38 +57,43 @@ class DeliveryService:
     ) -> Page[Delivery]:
         """Newest first."""
         check_limit(limit)
-        async with self.store.unit_of_work(write=False) as uow:
-            rows = await uow.deliveries.page(
-                tenant_id, flt, before_seq=int_cursor(cursor), limit=limit + 1
-            )
+        before = int_cursor(cursor)
+        rows = await self.store.run(
+            lambda uow: uow.deliveries.page(tenant_id, flt, before_seq=before, limit=limit + 1),
+            write=False,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1].seq) if more else None)
 
     async def get(self, tenant_id: str, delivery_id: str) -> DeliveryWithAttempts:
-        async with self.store.unit_of_work(write=False) as uow:
-            delivery = await uow.deliveries.get(tenant_id, delivery_id)
+
+        def work(uow: UnitOfWork) -> DeliveryWithAttempts:
+            delivery = uow.deliveries.get(tenant_id, delivery_id)
             if delivery is None:
                 raise NotFound(f"no delivery {delivery_id!r}")
-            attempts = await uow.deliveries.attempts(tenant_id, delivery.seq)
-        return DeliveryWithAttempts(delivery, attempts)
+            return DeliveryWithAttempts(delivery, uow.deliveries.attempts(tenant_id, delivery.seq))
+
+        return await self.store.run(work, write=False)
 
     async def retry(self, tenant_id: str, delivery_id: str) -> Delivery:
         """Send again now, with a fresh retry schedule."""
         now = self.clock.now_ms()
-        async with self.store.unit_of_work() as uow:
-            delivery = await uow.deliveries.get(tenant_id, delivery_id)
+
+        def work(uow: UnitOfWork) -> Delivery:
+            delivery = uow.deliveries.get(tenant_id, delivery_id)
             if delivery is None:
                 raise NotFound(f"no delivery {delivery_id!r}")
-            endpoint = await uow.endpoints.get(tenant_id, delivery.endpoint_id)
+            endpoint = uow.endpoints.get(tenant_id, delivery.endpoint_id)
             if endpoint is None:
                 raise Conflict("the delivery's endpoint was deleted")
             if endpoint.disabled:
                 raise EndpointDisabled("the endpoint is disabled; enable it first")
-            if not await uow.deliveries.retry_now(tenant_id, delivery_id, now):
+            if not uow.deliveries.retry_now(tenant_id, delivery_id, now):
                 raise DeliveryInFlight("the delivery is being sent right now; try again shortly")
-            await uow.commit()
-            delivery = await uow.deliveries.get(tenant_id, delivery_id) or delivery
+            return uow.deliveries.get(tenant_id, delivery_id) or delivery
+
+        delivery = await self.store.run(work)
         self.on_due()
         return delivery
 
@@ -108,33 +114,39 @@ class DeliveryService:
         """
         if since_ms is not None and until_ms is not None and until_ms <= since_ms:
             raise ValidationFailed("until must be later than since", field="until")
-        async with self.store.unit_of_work(write=False) as uow:
-            endpoint = await uow.endpoints.get(tenant_id, endpoint_id)
+
+        def matching(uow: UnitOfWork) -> int:
+            endpoint = uow.endpoints.get(tenant_id, endpoint_id)
             if endpoint is None:
                 raise NotFound(f"no endpoint {endpoint_id!r}")
             if endpoint.disabled:
                 raise EndpointDisabled("the endpoint is disabled; enable it first")
-            total = await uow.deliveries.count(
+            return uow.deliveries.count(
                 tenant_id,
                 endpoint_id,
                 statuses=scope.statuses,
                 since_ms=since_ms,
                 until_ms=until_ms,
             )
+
+        def chunk(after: int | None, now: int, uow: UnitOfWork) -> tuple[int, int | None]:
+            return uow.deliveries.replay(
+                tenant_id,
+                endpoint_id,
+                statuses=scope.statuses,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                now_ms=now,
+                after_seq=after,
+                limit=REPLAY_CHUNK,
+            )
+
+        total = await self.store.run(matching, write=False)
         done, after = 0, None
         while True:
-            async with self.store.unit_of_work() as uow:
-                count, after = await uow.deliveries.replay(
-                    tenant_id,
-                    endpoint_id,
-                    statuses=scope.statuses,
-                    since_ms=since_ms,
-                    until_ms=until_ms,
-                    now_ms=self.clock.now_ms(),
-                    after_seq=after,
-                    limit=REPLAY_CHUNK,
-                )
-                await uow.commit()
+            count, after = await self.store.run(
+                functools.partial(chunk, after, self.clock.now_ms())
+            )
             if count == 0:
                 break
             done += count

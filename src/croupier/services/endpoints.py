@@ -22,7 +22,7 @@ from croupier.domain.retry import DEFAULT_SCHEDULE, validate_schedule
 from croupier.domain.signing import DIALECTS, generate_secret, validate_secret
 from croupier.services.event_types import EventTypeService
 from croupier.services.pagination import Page, check_limit, encode_cursor, str_cursor
-from croupier.services.ports import Store
+from croupier.services.ports import Store, UnitOfWork
 
 MAX_EVENT_TYPES = 200
 
@@ -89,22 +89,23 @@ class EndpointService:
             created_at_ms=now,
             updated_at_ms=now,
         )
-        async with self.store.unit_of_work() as uow:
-            await uow.endpoints.add(endpoint)
-            await uow.commit()
+        await self.store.run(lambda uow: uow.endpoints.add(endpoint))
         return endpoint
 
     async def get(self, tenant_id: str, endpoint_id: str) -> Endpoint:
-        async with self.store.unit_of_work(write=False) as uow:
-            endpoint = await uow.endpoints.get(tenant_id, endpoint_id)
+        endpoint = await self.store.run(
+            lambda uow: uow.endpoints.get(tenant_id, endpoint_id), write=False
+        )
         if endpoint is None:
             raise NotFound(f"no endpoint {endpoint_id!r}")
         return endpoint
 
     async def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> Page[Endpoint]:
         check_limit(limit)
-        async with self.store.unit_of_work(write=False) as uow:
-            rows = await uow.endpoints.page(tenant_id, limit=limit + 1, after=str_cursor(cursor))
+        after = str_cursor(cursor)
+        rows = await self.store.run(
+            lambda uow: uow.endpoints.page(tenant_id, limit=limit + 1, after=after), write=False
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1].id) if more else None)
@@ -139,35 +140,37 @@ class EndpointService:
             fields["dialect"] = _dialect(fields["dialect"])
         if "disabled" in fields:
             fields["disabled_reason"] = "disabled by request" if fields["disabled"] else None
-        async with self.store.unit_of_work() as uow:
-            current = await uow.endpoints.get(tenant_id, endpoint_id)
+        now = self.clock.now_ms()
+
+        def work(uow: UnitOfWork) -> Endpoint:
+            current = uow.endpoints.get(tenant_id, endpoint_id)
             if current is None:
                 raise NotFound(f"no endpoint {endpoint_id!r}")
             updated = dataclasses.replace(
-                current,
-                **fields,
-                updated_at_ms=self.clock.now_ms(),
-                version=current.version + 1,
+                current, **fields, updated_at_ms=now, version=current.version + 1
             )
-            await uow.endpoints.update(updated)
-            await uow.commit()
-        return updated
+            uow.endpoints.update(updated)
+            return updated
+
+        return await self.store.run(work)
 
     async def delete(self, tenant_id: str, endpoint_id: str) -> int:
         """Delete the endpoint and cancel what it still had to receive; return that count."""
         now = self.clock.now_ms()
-        async with self.store.unit_of_work() as uow:
-            if await uow.endpoints.get(tenant_id, endpoint_id) is None:
+
+        def work(uow: UnitOfWork) -> int:
+            if uow.endpoints.get(tenant_id, endpoint_id) is None:
                 raise NotFound(f"no endpoint {endpoint_id!r}")
-            await uow.endpoints.delete(tenant_id, endpoint_id, now)
-            cancelled = await uow.deliveries.cancel_open(tenant_id, endpoint_id, now)
-            await uow.commit()
-        return cancelled
+            uow.endpoints.delete(tenant_id, endpoint_id, now)
+            return uow.deliveries.cancel_open(tenant_id, endpoint_id, now)
+
+        return await self.store.run(work)
 
     async def tenant_of(self, endpoint_id: str) -> str:
         """Whose endpoint this is; only operator tools with database access ask this."""
-        async with self.store.unit_of_work(write=False) as uow:
-            tenant_id = await uow.endpoints.tenant_of(endpoint_id)
+        tenant_id = await self.store.run(
+            lambda uow: uow.endpoints.tenant_of(endpoint_id), write=False
+        )
         if tenant_id is None:
             raise NotFound(f"no endpoint {endpoint_id!r}")
         return tenant_id

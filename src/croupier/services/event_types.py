@@ -36,8 +36,7 @@ class EventTypeService:
         self._validators: dict[tuple[str, str, str], Draft202012Validator] = {}
 
     async def catalog(self, tenant_id: str) -> list[EventType]:
-        async with self.store.unit_of_work(write=False) as uow:
-            own = await uow.event_types.all(tenant_id)
+        own = await self.store.run(lambda uow: uow.event_types.all(tenant_id), write=False)
         return sorted([*builtin_event_types(), *own], key=lambda t: t.name)
 
     async def get(self, tenant_id: str, name: str) -> EventType:
@@ -50,8 +49,7 @@ class EventTypeService:
         builtin = builtin_event_type(name)
         if builtin is not None:
             return builtin
-        async with self.store.unit_of_work(write=False) as uow:
-            return await uow.event_types.get(tenant_id, name)
+        return await self.store.run(lambda uow: uow.event_types.get(tenant_id, name), write=False)
 
     async def put(
         self,
@@ -86,9 +84,8 @@ class EventTypeService:
         event_type = EventType(
             name=name, schema=schema, schema_version=schema_version, description=description
         )
-        async with self.store.unit_of_work() as uow:
-            await uow.event_types.upsert(tenant_id, event_type, self.clock.now_ms())
-            await uow.commit()
+        now = self.clock.now_ms()
+        await self.store.run(lambda uow: uow.event_types.upsert(tenant_id, event_type, now))
         return event_type
 
     async def validate(self, tenant_id: str, name: str, data: Any) -> EventType:

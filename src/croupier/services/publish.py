@@ -179,36 +179,44 @@ class PublishService:
     ) -> EventPage:
         """Events in the order croupier accepted them: the pull API to catch up from a cursor."""
         check_limit(limit)
-        async with self.store.unit_of_work(write=False) as uow:
-            rows = await uow.events.page(
+        after = int_cursor(cursor)
+        rows = await self.store.run(
+            lambda uow: uow.events.page(
                 tenant_id,
                 event_type=event_type,
                 since_ms=since_ms,
-                after_seq=int_cursor(cursor),
+                after_seq=after,
                 limit=limit + 1,
-            )
+            ),
+            write=False,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         resume = encode_cursor(rows[-1].seq) if rows else cursor
         return EventPage(rows, resume if more else None, resume)
 
     async def get(self, tenant_id: str, event_id: str) -> EventWithDeliveries:
-        async with self.store.unit_of_work(write=False) as uow:
-            event = await uow.events.get(tenant_id, event_id)
+
+        def work(uow: UnitOfWork) -> EventWithDeliveries:
+            event = uow.events.get(tenant_id, event_id)
             if event is None:
                 raise NotFound(f"no event {event_id!r}")
-            deliveries = await uow.deliveries.page(
+            deliveries = uow.deliveries.page(
                 tenant_id, DeliveryFilter(event_id=event_id), before_seq=None, limit=1000
             )
-        return EventWithDeliveries(event, deliveries)
+            return EventWithDeliveries(event, deliveries)
+
+        return await self.store.run(work, write=False)
 
     async def _find(self, tenant_id: str, req: PublishRequest) -> StoredEvent | None:
         if req.id is None and req.idempotency_key is None:
             return None
-        async with self.store.unit_of_work(write=False) as uow:
-            return await uow.events.find(
+        return await self.store.run(
+            lambda uow: uow.events.find(
                 tenant_id, event_id=req.id, idempotency_key=req.idempotency_key
-            )
+            ),
+            write=False,
+        )
 
 
 @dataclass
@@ -230,7 +238,7 @@ class _Stored:
     repeats: list[_Pending]
 
 
-async def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Stored:
+def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Stored:
     """The transaction of a publish batch. It runs where the store does its I/O, so it
     touches only the unit of work and plain values, never the callers' futures."""
     fresh: list[_Pending] = []
@@ -238,7 +246,7 @@ async def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Sto
     claimed: set[tuple[str, str, str]] = set()
     for tenant_id in {p.tenant_id for p in batch}:
         mine = [p for p in batch if p.tenant_id == tenant_id]
-        ids, keys = await uow.events.taken(
+        ids, keys = uow.events.taken(
             tenant_id,
             ids=[p.event.id for p in mine],
             idempotency_keys=[k for p in mine if (k := p.req.idempotency_key)],
@@ -258,8 +266,8 @@ async def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Sto
     for p in fresh:
         wanted = (p.tenant_id, p.event.type)
         if wanted not in subscribers:
-            subscribers[wanted] = await uow.endpoints.subscribed(*wanted)
-    seqs = await uow.events.add_many(
+            subscribers[wanted] = uow.endpoints.subscribed(*wanted)
+    seqs = uow.events.add_many(
         [
             NewEvent(
                 event=p.event,
@@ -287,8 +295,7 @@ async def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Sto
             )
             for e in endpoints
         )
-    await uow.deliveries.add_many(rows, now)
-    await uow.commit()
+    uow.deliveries.add_many(rows, now)
     return _Stored(written, repeats)
 
 

@@ -28,7 +28,7 @@ from croupier.domain.tenants import (
     key_prefix,
 )
 from croupier.services.pagination import Page, check_limit, encode_cursor, str_cursor
-from croupier.services.ports import Store
+from croupier.services.ports import Store, UnitOfWork
 
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -74,24 +74,27 @@ class TenantService:
             return await self._bootstrap(admin_key, generate=generate)
 
     async def _bootstrap(self, admin_key: str | None, *, generate: bool) -> Bootstrap:
-        async with self.store.unit_of_work() as uow:
-            tenant = await uow.tenants.get(DEFAULT_TENANT)
+        if admin_key is not None and len(admin_key) < 20:
+            raise ValidationFailed(
+                "CROUPIER_ADMIN_KEY must be at least 20 characters", field="admin_key"
+            )
+        now = self.clock.now_ms()
+
+        def work(uow: UnitOfWork) -> Bootstrap:
+            tenant = uow.tenants.get(DEFAULT_TENANT)
             if tenant is None:
-                tenant = Tenant(DEFAULT_TENANT, DEFAULT_TENANT, self.clock.now_ms())
-                await uow.tenants.add(tenant)
+                tenant = Tenant(DEFAULT_TENANT, DEFAULT_TENANT, now)
+                uow.tenants.add(tenant)
             generated = None
             if admin_key is not None:
-                if len(admin_key) < 20:
-                    raise ValidationFailed(
-                        "CROUPIER_ADMIN_KEY must be at least 20 characters", field="admin_key"
-                    )
-                if await uow.keys.find_by_hash(hash_key(admin_key)) is None:
-                    await uow.keys.add(self._new_key(tenant.id, "admin", admin_key, admin=True))
-            elif generate and not await uow.keys.has_admin():
+                if uow.keys.find_by_hash(hash_key(admin_key)) is None:
+                    uow.keys.add(_new_key(tenant.id, "admin", admin_key, now, admin=True))
+            elif generate and not uow.keys.has_admin():
                 generated = generate_key()
-                await uow.keys.add(self._new_key(tenant.id, "admin", generated, admin=True))
-            await uow.commit()
-        return Bootstrap(tenant, generated)
+                uow.keys.add(_new_key(tenant.id, "admin", generated, now, admin=True))
+            return Bootstrap(tenant, generated)
+
+        return await self.store.run(work)
 
     async def authenticate(self, raw_key: str | None) -> Principal:
         if not raw_key:
@@ -100,8 +103,7 @@ class TenantService:
         cached = self._verified.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        async with self.store.unit_of_work(write=False) as uow:
-            key = await uow.keys.find_by_hash(digest)
+        key = await self.store.run(lambda uow: uow.keys.find_by_hash(digest), write=False)
         # The lookup is by digest; the comparison below is constant-time all the same.
         if (
             key is None
@@ -121,12 +123,14 @@ class TenantService:
             raise ValidationFailed(
                 "name must be 1-63 lowercase letters, digits, '-' or '_'", field="name"
             )
-        async with self.store.unit_of_work() as uow:
-            if await uow.tenants.get_by_name(name) is not None:
+        tenant = Tenant(id=new_id("ten"), name=name, created_at_ms=self.clock.now_ms())
+
+        def work(uow: UnitOfWork) -> None:
+            if uow.tenants.get_by_name(name) is not None:
                 raise Conflict(f"a tenant named {name!r} exists")
-            tenant = Tenant(id=new_id("ten"), name=name, created_at_ms=self.clock.now_ms())
-            await uow.tenants.add(tenant)
-            await uow.commit()
+            uow.tenants.add(tenant)
+
+        await self.store.run(work)
         return tenant
 
     async def list_tenants(
@@ -134,8 +138,10 @@ class TenantService:
     ) -> Page[Tenant]:
         _require_admin(principal)
         check_limit(limit)
-        async with self.store.unit_of_work(write=False) as uow:
-            rows = await uow.tenants.page(limit=limit + 1, after=str_cursor(cursor))
+        after = str_cursor(cursor)
+        rows = await self.store.run(
+            lambda uow: uow.tenants.page(limit=limit + 1, after=after), write=False
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1].id) if more else None)
@@ -146,8 +152,11 @@ class TenantService:
         """Issue a key for ``tenant`` (an id or a name). ``principal`` None means the CLI."""
         if principal is not None:
             _require_admin(principal)
-        async with self.store.unit_of_work() as uow:
-            found = await uow.tenants.get(tenant) or await uow.tenants.get_by_name(tenant)
+        secret = generate_key()
+        now = self.clock.now_ms()
+
+        def work(uow: UnitOfWork) -> ApiKey:
+            found = uow.tenants.get(tenant) or uow.tenants.get_by_name(tenant)
             if found is None:
                 raise NotFound(f"no tenant {tenant!r}")
             if admin and found.id != DEFAULT_TENANT:
@@ -156,22 +165,23 @@ class TenantService:
                     "must not administer the others",
                     field="admin",
                 )
-            secret = generate_key()
-            key = self._new_key(found.id, name, secret, admin=admin)
-            await uow.keys.add(key)
-            await uow.commit()
-        return IssuedKey(key, secret)
+            key = _new_key(found.id, name, secret, now, admin=admin)
+            uow.keys.add(key)
+            return key
 
-    def _new_key(self, tenant_id: str, name: str, raw: str, *, admin: bool) -> ApiKey:
-        return ApiKey(
-            id=new_id("key"),
-            tenant_id=tenant_id,
-            name=name,
-            prefix=key_prefix(raw) if raw.startswith(KEY_PREFIX) else raw[:4],
-            key_hash=hash_key(raw),
-            is_admin=admin,
-            created_at_ms=self.clock.now_ms(),
-        )
+        return IssuedKey(await self.store.run(work), secret)
+
+
+def _new_key(tenant_id: str, name: str, raw: str, now_ms: int, *, admin: bool) -> ApiKey:
+    return ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=key_prefix(raw) if raw.startswith(KEY_PREFIX) else raw[:4],
+        key_hash=hash_key(raw),
+        is_admin=admin,
+        created_at_ms=now_ms,
+    )
 
 
 def _require_admin(principal: Principal) -> None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+from croupier.store.engine import Database
 
 
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade the database behind ``engine`` to ``revision``."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade, revision)
+async def migrate(db: Database, revision: str = "head") -> None:
+    """Upgrade the database to ``revision``, in one transaction."""
+    await db.run(partial(_upgrade, revision=revision))
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
@@ -23,10 +24,9 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-async def pending_migrations(engine: AsyncEngine) -> bool:
+async def pending_migrations(db: Database) -> bool:
     """True when the database is behind the newest migration this package ships."""
-    async with engine.connect() as conn:
-        return bool(await conn.run_sync(_behind))
+    return await db.run(_behind, write=False)
 
 
 def _behind(connection: Connection) -> bool:

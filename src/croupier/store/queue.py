@@ -8,19 +8,20 @@ side by side; on SQLite one process owns the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, exists, insert, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
 
 from croupier.domain.deliveries import DeliveryStatus
 from croupier.domain.endpoints import Endpoint
 from croupier.services.ports import Claim, Outcome
 from croupier.store import tables as t
-from croupier.store.engine import transaction
+from croupier.store.engine import Database
 from croupier.store.repositories import endpoint_from_row, event_from_row
-from croupier.store.runner import Inline, Runner
 
 #: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
 _OPEN = text("deliveries.status IN ('pending', 'failed')")
@@ -39,12 +40,11 @@ _EVENT_FIELDS = (
 
 
 class SqlDeliveryQueue:
-    """Each operation is one transaction, run by ``runner`` (see ``store/runner.py``)."""
+    """Each operation is one transaction on the :class:`Database`."""
 
-    def __init__(self, engine: AsyncEngine, runner: Runner | None = None) -> None:
-        self.engine = engine
-        self.runner: Runner = runner or Inline()
-        self._pg = engine.dialect.name == "postgresql"
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pg = db.dialect == "postgresql"
 
     async def claim(
         self,
@@ -55,39 +55,35 @@ class SqlDeliveryQueue:
         lease_ms: int,
         exclude_endpoints: Sequence[str],
     ) -> list[Claim]:
-        return await self.runner.call(
-            self._claim,
-            owner,
-            now_ms=now_ms,
-            limit=limit,
-            lease_ms=lease_ms,
-            exclude_endpoints=exclude_endpoints,
-        )
+        statement = self._claim_statement(owner, now_ms, limit, lease_ms, exclude_endpoints)
+        return await self.db.run(partial(_claim, statement))
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
-        return await self.runner.call(self._endpoints, endpoint_ids)
+        return await self.db.run(partial(_endpoints, list(endpoint_ids)), write=False)
 
     async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
-        await self.runner.call(self._record, owner, outcomes, now_ms)
+        if outcomes:
+            await self.db.run(partial(_record, owner, outcomes, now_ms))
 
     async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
-        await self.runner.call(self._renew, owner, seqs, until_ms)
+        values = {"lease_until": until_ms}
+        await self.db.run(partial(_update_leased, owner, list(seqs), values))
 
     async def release(self, owner: str, seqs: Sequence[int]) -> None:
-        await self.runner.call(self._release, owner, seqs)
+        values = {"lease_until": None, "lease_owner": None}
+        await self.db.run(partial(_update_leased, owner, list(seqs), values))
 
     async def release_all(self) -> int:
-        return await self.runner.call(self._release_all)
+        return await self.db.run(_release_all)
 
-    async def _claim(
+    def _claim_statement(
         self,
         owner: str,
-        *,
         now_ms: int,
         limit: int,
         lease_ms: int,
         exclude_endpoints: Sequence[str],
-    ) -> list[Claim]:
+    ) -> Any:
         d = t.deliveries.c
         e = t.endpoints.c
         head = t.deliveries.alias("head")
@@ -140,127 +136,110 @@ class SqlDeliveryQueue:
                 *(col.label(f"event_{name}") for name, col in event_col.items()),
             )
         )
-        async with transaction(self.engine) as conn:
-            rows = (await conn.execute(claim)).all()
-        claims = [
-            Claim(
-                seq=r.seq,
-                id=r.id,
-                endpoint_id=r.endpoint_id,
-                endpoint_version=r.endpoint_version,
-                attempts=r.attempts,
-                cycle_start=r.cycle_start,
-                event=event_from_row(r, prefix="event_"),
-                ordered_key=r.ordered_key,
-            )
-            for r in rows
-        ]
-        claims.sort(key=lambda c: c.seq)
-        return claims
+        return claim
 
-    async def _endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(t.endpoints).where(t.endpoints.c.id.in_(list(endpoint_ids)))
-            )
-            return {r.id: endpoint_from_row(r) for r in rows}
 
-    async def _record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
-        if not outcomes:
-            return
-        d = t.deliveries.c
-        attempt_rows = [
-            {
-                "id": o.attempt.id,
-                "delivery_seq": o.claim.seq,
-                "tenant_id": o.claim.event.tenant_id,
-                "number": o.attempt.number,
-                "started_at": o.attempt.result.started_at_ms,
-                "duration_ms": o.attempt.result.duration_ms,
-                "status_code": o.attempt.result.status_code,
-                "error": o.attempt.result.error,
-                "request_headers": orjson.dumps(dict(o.attempt.request_headers)).decode(),
-                "response_headers": orjson.dumps(dict(o.attempt.result.response_headers)).decode(),
-                "response_body": o.attempt.result.response_body,
-            }
-            for o in outcomes
-        ]
-        delivery_rows = [
-            {
-                "b_seq": o.claim.seq,
-                "b_status": o.decision.status.value,
-                "b_attempts": o.attempt.number,
-                "b_due_at": o.decision.next_attempt_at_ms,
-                "b_code": o.attempt.result.status_code,
-                "b_error": o.attempt.result.error,
-            }
-            for o in outcomes
-        ]
-        # Only the lease holder may write the outcome: if the lease was lost and someone
-        # else sent it meanwhile, their result stands and this attempt is only logged.
-        set_outcome = (
-            update(t.deliveries)
-            .where(d.seq == bindparam("b_seq"), d.lease_owner == owner)
+def _claim(statement: Any, conn: Connection) -> list[Claim]:
+    rows = conn.execute(statement).all()
+    claims = [
+        Claim(
+            seq=r.seq,
+            id=r.id,
+            endpoint_id=r.endpoint_id,
+            endpoint_version=r.endpoint_version,
+            attempts=r.attempts,
+            cycle_start=r.cycle_start,
+            event=event_from_row(r, prefix="event_"),
+            ordered_key=r.ordered_key,
+        )
+        for r in rows
+    ]
+    claims.sort(key=lambda c: c.seq)
+    return claims
+
+
+def _endpoints(endpoint_ids: list[str], conn: Connection) -> dict[str, Endpoint]:
+    rows = conn.execute(select(t.endpoints).where(t.endpoints.c.id.in_(endpoint_ids)))
+    return {r.id: endpoint_from_row(r) for r in rows}
+
+
+def _record(owner: str, outcomes: Sequence[Outcome], now_ms: int, conn: Connection) -> None:
+    d = t.deliveries.c
+    attempt_rows = [
+        {
+            "id": o.attempt.id,
+            "delivery_seq": o.claim.seq,
+            "tenant_id": o.claim.event.tenant_id,
+            "number": o.attempt.number,
+            "started_at": o.attempt.result.started_at_ms,
+            "duration_ms": o.attempt.result.duration_ms,
+            "status_code": o.attempt.result.status_code,
+            "error": o.attempt.result.error,
+            "request_headers": orjson.dumps(dict(o.attempt.request_headers)).decode(),
+            "response_headers": orjson.dumps(dict(o.attempt.result.response_headers)).decode(),
+            "response_body": o.attempt.result.response_body,
+        }
+        for o in outcomes
+    ]
+    delivery_rows = [
+        {
+            "b_seq": o.claim.seq,
+            "b_status": o.decision.status.value,
+            "b_attempts": o.attempt.number,
+            "b_due_at": o.decision.next_attempt_at_ms,
+            "b_code": o.attempt.result.status_code,
+            "b_error": o.attempt.result.error,
+        }
+        for o in outcomes
+    ]
+    # Only the lease holder may write the outcome: if the lease was lost and someone
+    # else sent it meanwhile, their result stands and this attempt is only logged.
+    set_outcome = (
+        update(t.deliveries)
+        .where(d.seq == bindparam("b_seq"), d.lease_owner == owner)
+        .values(
+            status=bindparam("b_status"),
+            attempts=bindparam("b_attempts"),
+            due_at=bindparam("b_due_at"),
+            last_status_code=bindparam("b_code"),
+            last_error=bindparam("b_error"),
+            lease_until=None,
+            lease_owner=None,
+            updated_at=now_ms,
+        )
+    )
+    conn.execute(insert(t.attempts), attempt_rows)
+    conn.execute(set_outcome, delivery_rows)
+    gone = sorted({o.claim.endpoint_id for o in outcomes if o.decision.disable_endpoint})
+    if gone:
+        e = t.endpoints.c
+        conn.execute(
+            update(t.endpoints)
+            .where(e.id.in_(gone), e.disabled.is_(False))
             .values(
-                status=bindparam("b_status"),
-                attempts=bindparam("b_attempts"),
-                due_at=bindparam("b_due_at"),
-                last_status_code=bindparam("b_code"),
-                last_error=bindparam("b_error"),
-                lease_until=None,
-                lease_owner=None,
+                disabled=True,
+                disabled_reason="the endpoint answered 410 Gone",
                 updated_at=now_ms,
+                version=e.version + 1,
             )
         )
-        gone = sorted({o.claim.endpoint_id for o in outcomes if o.decision.disable_endpoint})
-        async with transaction(self.engine) as conn:
-            await conn.execute(insert(t.attempts), attempt_rows)
-            await conn.execute(set_outcome, delivery_rows)
-            if gone:
-                e = t.endpoints.c
-                await conn.execute(
-                    update(t.endpoints)
-                    .where(e.id.in_(gone), e.disabled.is_(False))
-                    .values(
-                        disabled=True,
-                        disabled_reason="the endpoint answered 410 Gone",
-                        updated_at=now_ms,
-                        version=e.version + 1,
-                    )
-                )
-
-    async def _renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
-        d = t.deliveries.c
-        async with transaction(self.engine) as conn:
-            for chunk in _chunks(seqs):
-                await conn.execute(
-                    update(t.deliveries)
-                    .where(d.seq.in_(chunk), d.lease_owner == owner)
-                    .values(lease_until=until_ms)
-                )
-
-    async def _release(self, owner: str, seqs: Sequence[int]) -> None:
-        d = t.deliveries.c
-        async with transaction(self.engine) as conn:
-            for chunk in _chunks(seqs):
-                await conn.execute(
-                    update(t.deliveries)
-                    .where(d.seq.in_(chunk), d.lease_owner == owner)
-                    .values(lease_until=None, lease_owner=None)
-                )
-
-    async def _release_all(self) -> int:
-        d = t.deliveries.c
-        async with transaction(self.engine) as conn:
-            res = await conn.execute(
-                update(t.deliveries)
-                .where(d.lease_owner.is_not(None))
-                .values(lease_until=None, lease_owner=None)
-            )
-            return int(res.rowcount)
 
 
-def _chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
-    items = list(seqs)
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
+def _update_leased(owner: str, seqs: list[int], values: dict[str, Any], conn: Connection) -> None:
+    d = t.deliveries.c
+    for i in range(0, len(seqs), _CHUNK):
+        conn.execute(
+            update(t.deliveries)
+            .where(d.seq.in_(seqs[i : i + _CHUNK]), d.lease_owner == owner)
+            .values(values)
+        )
+
+
+def _release_all(conn: Connection) -> int:
+    d = t.deliveries.c
+    res = conn.execute(
+        update(t.deliveries)
+        .where(d.lease_owner.is_not(None))
+        .values(lease_until=None, lease_owner=None)
+    )
+    return int(res.rowcount)

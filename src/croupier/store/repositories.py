@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Row, and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from croupier.domain.deliveries import (
     OPEN_STATUSES,
@@ -25,128 +24,41 @@ from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
 from croupier.services.ports import (
     DeliveryFilter,
-    DeliveryRepo,
-    EndpointRepo,
-    EventRepo,
-    EventTypeRepo,
-    KeyRepo,
     NewDelivery,
     NewEvent,
     StoredEvent,
-    TenantRepo,
-    UnitOfWork,
 )
 from croupier.store import tables as t
-from croupier.store.engine import transaction
-from croupier.store.runner import Inline, Runner
+from croupier.store.engine import Database
 
 T = TypeVar("T")
 
 
 class SqlStore:
-    """The store: hands out units of work over one engine, run by ``runner``."""
+    """The store: runs units of work on a :class:`Database`."""
 
-    def __init__(self, engine: AsyncEngine, runner: Runner | None = None) -> None:
-        self.engine = engine
-        self.runner: Runner = runner or Inline()
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    @asynccontextmanager
-    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[UnitOfWork]:
-        """One transaction. A write that collides with a concurrent one (a unique key taken
-        meanwhile) surfaces as a retryable ``ConcurrentWrite``, never as a driver error.
-
-        The transaction lives in the runner's loop; each repository call crosses to it once.
-        """
-        opened = await self.runner.call(self._open, write)
-        remote = _RemoteUnitOfWork(opened.uow, self.runner)
-        completed = False
+    async def run(self, work: Callable[[SqlUnitOfWork], T], *, write: bool = True) -> T:
+        """``work`` in one transaction, which commits when it returns. A write that collides
+        with a concurrent one (a unique key taken meanwhile) surfaces as a retryable
+        ``ConcurrentWrite``, never as a driver error."""
         try:
-            yield remote
-            completed = True
-        finally:
-            await self.runner.call(self._close, opened, completed and opened.uow.committed)
-
-    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, write: bool = True) -> T:
-        """``work`` inside one transaction, entirely in the runner's loop: one crossing."""
-
-        async def inside() -> T:
-            opened = await self._open(write)
-            completed = False
-            try:
-                result = await _translated(work, opened.uow)
-                completed = True
-                return result
-            finally:
-                await self._close(opened, completed and opened.uow.committed)
-
-        return await self.runner.call(inside)
-
-    async def _open(self, write: bool) -> _Open:
-        stack = AsyncExitStack()
-        conn = await stack.enter_async_context(transaction(self.engine, write=write))
-        return _Open(stack, SqlUnitOfWork(conn))
-
-    @staticmethod
-    async def _close(opened: _Open, commit: bool) -> None:
-        conn = opened.uow.conn
-        try:
-            if commit:
-                await _translated(conn.commit)
-            else:
-                await conn.rollback()
-        finally:
-            await opened.stack.aclose()
+            return await self.db.run(partial(_in_unit_of_work, work), write=write)
+        except IntegrityError as exc:
+            raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
 
 
-@dataclass
-class _Open:
-    stack: AsyncExitStack
-    uow: SqlUnitOfWork
-
-
-class _RemoteUnitOfWork:
-    """The caller's handle on a unit of work whose connection lives in the runner's loop."""
-
-    def __init__(self, uow: SqlUnitOfWork, runner: Runner) -> None:
-        self._uow = uow
-        self.tenants = cast(TenantRepo, _Remote(uow.tenants, runner))
-        self.keys = cast(KeyRepo, _Remote(uow.keys, runner))
-        self.event_types = cast(EventTypeRepo, _Remote(uow.event_types, runner))
-        self.endpoints = cast(EndpointRepo, _Remote(uow.endpoints, runner))
-        self.events = cast(EventRepo, _Remote(uow.events, runner))
-        self.deliveries = cast(DeliveryRepo, _Remote(uow.deliveries, runner))
-
-    async def commit(self) -> None:
-        await self._uow.commit()
-
-
-class _Remote:
-    """Calls a repository's methods in the runner's loop, translating unique-key clashes."""
-
-    def __init__(self, repo: object, runner: Runner) -> None:
-        self._repo = repo
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self._repo, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self._runner.call(_translated, method, *args, **kwargs)
-
-        return call
-
-
-async def _translated(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-    try:
-        return await fn(*args, **kwargs)
-    except IntegrityError as exc:
-        raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
+def _in_unit_of_work(work: Callable[[SqlUnitOfWork], T], conn: Connection) -> T:
+    return work(SqlUnitOfWork(conn))
 
 
 class SqlUnitOfWork:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """Every repository, on one connection inside one transaction."""
+
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.committed = False
         self.tenants = SqlTenantRepo(conn)
         self.keys = SqlKeyRepo(conn)
         self.event_types = SqlEventTypeRepo(conn)
@@ -154,44 +66,39 @@ class SqlUnitOfWork:
         self.events = SqlEventRepo(conn)
         self.deliveries = SqlDeliveryRepo(conn)
 
-    async def commit(self) -> None:
-        self.committed = True
-
 
 class SqlTenantRepo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def add(self, tenant: Tenant) -> None:
-        await self.conn.execute(
+    def add(self, tenant: Tenant) -> None:
+        self.conn.execute(
             insert(t.tenants).values(
                 id=tenant.id, name=tenant.name, created_at=tenant.created_at_ms
             )
         )
 
-    async def get(self, tenant_id: str) -> Tenant | None:
-        row = (
-            await self.conn.execute(select(t.tenants).where(t.tenants.c.id == tenant_id))
-        ).first()
+    def get(self, tenant_id: str) -> Tenant | None:
+        row = (self.conn.execute(select(t.tenants).where(t.tenants.c.id == tenant_id))).first()
         return _tenant(row) if row else None
 
-    async def get_by_name(self, name: str) -> Tenant | None:
-        row = (await self.conn.execute(select(t.tenants).where(t.tenants.c.name == name))).first()
+    def get_by_name(self, name: str) -> Tenant | None:
+        row = (self.conn.execute(select(t.tenants).where(t.tenants.c.name == name))).first()
         return _tenant(row) if row else None
 
-    async def page(self, *, limit: int, after: str | None) -> list[Tenant]:
+    def page(self, *, limit: int, after: str | None) -> list[Tenant]:
         q = select(t.tenants).order_by(t.tenants.c.id).limit(limit)
         if after is not None:
             q = q.where(t.tenants.c.id > after)
-        return [_tenant(r) for r in await self.conn.execute(q)]
+        return [_tenant(r) for r in self.conn.execute(q)]
 
 
 class SqlKeyRepo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def add(self, key: ApiKey) -> None:
-        await self.conn.execute(
+    def add(self, key: ApiKey) -> None:
+        self.conn.execute(
             insert(t.api_keys).values(
                 id=key.id,
                 tenant_id=key.tenant_id,
@@ -204,9 +111,9 @@ class SqlKeyRepo:
             )
         )
 
-    async def find_by_hash(self, key_hash: str) -> ApiKey | None:
+    def find_by_hash(self, key_hash: str) -> ApiKey | None:
         row = (
-            await self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
+            self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
         ).first()
         if row is None:
             return None
@@ -221,39 +128,39 @@ class SqlKeyRepo:
             revoked_at_ms=row.revoked_at,
         )
 
-    async def has_admin(self) -> bool:
+    def has_admin(self) -> bool:
         q = select(t.api_keys.c.id).where(
             t.api_keys.c.is_admin.is_(True), t.api_keys.c.revoked_at.is_(None)
         )
-        return (await self.conn.execute(q.limit(1))).first() is not None
+        return (self.conn.execute(q.limit(1))).first() is not None
 
 
 class SqlEventTypeRepo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def upsert(self, tenant_id: str, event_type: EventType, now_ms: int) -> None:
+    def upsert(self, tenant_id: str, event_type: EventType, now_ms: int) -> None:
         values = {
             "schema": orjson.dumps(event_type.schema).decode(),
             "schema_version": event_type.schema_version,
             "description": event_type.description,
             "updated_at": now_ms,
         }
-        res = await self.conn.execute(
+        res = self.conn.execute(
             update(t.event_types)
             .where(t.event_types.c.tenant_id == tenant_id, t.event_types.c.name == event_type.name)
             .values(**values)
         )
         if res.rowcount == 0:
-            await self.conn.execute(
+            self.conn.execute(
                 insert(t.event_types).values(
                     tenant_id=tenant_id, name=event_type.name, created_at=now_ms, **values
                 )
             )
 
-    async def get(self, tenant_id: str, name: str) -> EventType | None:
+    def get(self, tenant_id: str, name: str) -> EventType | None:
         row = (
-            await self.conn.execute(
+            self.conn.execute(
                 select(t.event_types).where(
                     t.event_types.c.tenant_id == tenant_id, t.event_types.c.name == name
                 )
@@ -261,25 +168,25 @@ class SqlEventTypeRepo:
         ).first()
         return _event_type(row) if row else None
 
-    async def all(self, tenant_id: str) -> list[EventType]:
+    def all(self, tenant_id: str) -> list[EventType]:
         q = (
             select(t.event_types)
             .where(t.event_types.c.tenant_id == tenant_id)
             .order_by(t.event_types.c.name)
         )
-        return [_event_type(r) for r in await self.conn.execute(q)]
+        return [_event_type(r) for r in self.conn.execute(q)]
 
 
 class SqlEndpointRepo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def add(self, endpoint: Endpoint) -> None:
-        await self.conn.execute(insert(t.endpoints).values(**_endpoint_values(endpoint)))
+    def add(self, endpoint: Endpoint) -> None:
+        self.conn.execute(insert(t.endpoints).values(**_endpoint_values(endpoint)))
 
-    async def get(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+    def get(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
         row = (
-            await self.conn.execute(
+            self.conn.execute(
                 select(t.endpoints).where(
                     t.endpoints.c.tenant_id == tenant_id,
                     t.endpoints.c.id == endpoint_id,
@@ -289,7 +196,7 @@ class SqlEndpointRepo:
         ).first()
         return endpoint_from_row(row) if row else None
 
-    async def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]:
+    def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]:
         q = (
             select(t.endpoints)
             .where(t.endpoints.c.tenant_id == tenant_id, t.endpoints.c.deleted_at.is_(None))
@@ -298,25 +205,25 @@ class SqlEndpointRepo:
         )
         if after is not None:
             q = q.where(t.endpoints.c.id > after)
-        return [endpoint_from_row(r) for r in await self.conn.execute(q)]
+        return [endpoint_from_row(r) for r in self.conn.execute(q)]
 
-    async def update(self, endpoint: Endpoint) -> None:
+    def update(self, endpoint: Endpoint) -> None:
         values = _endpoint_values(endpoint)
         del values["id"], values["tenant_id"], values["created_at"]
-        await self.conn.execute(
+        self.conn.execute(
             update(t.endpoints)
             .where(t.endpoints.c.tenant_id == endpoint.tenant_id, t.endpoints.c.id == endpoint.id)
             .values(**values)
         )
 
-    async def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None:
-        await self.conn.execute(
+    def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None:
+        self.conn.execute(
             update(t.endpoints)
             .where(t.endpoints.c.tenant_id == tenant_id, t.endpoints.c.id == endpoint_id)
             .values(deleted_at=now_ms, updated_at=now_ms, version=t.endpoints.c.version + 1)
         )
 
-    async def subscribed(self, tenant_id: str, event_type: str) -> list[Endpoint]:
+    def subscribed(self, tenant_id: str, event_type: str) -> list[Endpoint]:
         # Subscriptions are a short JSON list per endpoint; a tenant has few endpoints, so
         # filtering in Python beats a per-backend JSON query.
         q = select(t.endpoints).where(
@@ -324,25 +231,25 @@ class SqlEndpointRepo:
             t.endpoints.c.deleted_at.is_(None),
             t.endpoints.c.disabled.is_(False),
         )
-        found = [endpoint_from_row(r) for r in await self.conn.execute(q)]
+        found = [endpoint_from_row(r) for r in self.conn.execute(q)]
         return [e for e in found if e.subscribes_to(event_type)]
 
-    async def tenant_of(self, endpoint_id: str) -> str | None:
+    def tenant_of(self, endpoint_id: str) -> str | None:
         q = select(t.endpoints.c.tenant_id).where(
             t.endpoints.c.id == endpoint_id, t.endpoints.c.deleted_at.is_(None)
         )
-        return (await self.conn.execute(q)).scalar_one_or_none()
+        return (self.conn.execute(q)).scalar_one_or_none()
 
 
 class SqlEventRepo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def add_many(self, events: Sequence[NewEvent]) -> list[int]:
+    def add_many(self, events: Sequence[NewEvent]) -> list[int]:
         if not events:
             return []
         stmt = insert(t.events).returning(t.events.c.seq, sort_by_parameter_order=True)
-        rows = await self.conn.execute(
+        rows = self.conn.execute(
             stmt,
             [
                 {
@@ -364,7 +271,7 @@ class SqlEventRepo:
         )
         return [int(r.seq) for r in rows]
 
-    async def taken(
+    def taken(
         self, tenant_id: str, *, ids: Sequence[str], idempotency_keys: Sequence[str]
     ) -> tuple[set[str], set[str]]:
         e = t.events.c
@@ -376,14 +283,14 @@ class SqlEventRepo:
         if not clauses:
             return set(), set()
         q = select(e.id, e.idempotency_key).where(e.tenant_id == tenant_id, or_(*clauses))
-        rows = (await self.conn.execute(q)).all()
+        rows = (self.conn.execute(q)).all()
         wanted_ids, wanted_keys = set(ids), set(idempotency_keys)
         return (
             {r.id for r in rows if r.id in wanted_ids},
             {r.idempotency_key for r in rows if r.idempotency_key in wanted_keys},
         )
 
-    async def find(
+    def find(
         self, tenant_id: str, *, event_id: str | None, idempotency_key: str | None
     ) -> StoredEvent | None:
         clauses = []
@@ -395,9 +302,7 @@ class SqlEventRepo:
             return None
         for clause in clauses:
             row = (
-                await self.conn.execute(
-                    select(t.events).where(t.events.c.tenant_id == tenant_id, clause)
-                )
+                self.conn.execute(select(t.events).where(t.events.c.tenant_id == tenant_id, clause))
             ).first()
             if row is not None:
                 return StoredEvent(
@@ -408,15 +313,15 @@ class SqlEventRepo:
                 )
         return None
 
-    async def get(self, tenant_id: str, event_id: str) -> Event | None:
+    def get(self, tenant_id: str, event_id: str) -> Event | None:
         row = (
-            await self.conn.execute(
+            self.conn.execute(
                 select(t.events).where(t.events.c.tenant_id == tenant_id, t.events.c.id == event_id)
             )
         ).first()
         return event_from_row(row) if row else None
 
-    async def page(
+    def page(
         self,
         tenant_id: str,
         *,
@@ -433,17 +338,17 @@ class SqlEventRepo:
         if after_seq is not None:
             q = q.where(t.events.c.seq > after_seq)
         q = q.order_by(t.events.c.seq).limit(limit)
-        return [event_from_row(r) for r in await self.conn.execute(q)]
+        return [event_from_row(r) for r in self.conn.execute(q)]
 
 
 class SqlDeliveryRepo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def add_many(self, deliveries: Sequence[tuple[Event, NewDelivery]], now_ms: int) -> None:
+    def add_many(self, deliveries: Sequence[tuple[Event, NewDelivery]], now_ms: int) -> None:
         if not deliveries:
             return
-        await self.conn.execute(
+        self.conn.execute(
             insert(t.deliveries),
             [
                 {
@@ -465,9 +370,9 @@ class SqlDeliveryRepo:
             ],
         )
 
-    async def get(self, tenant_id: str, delivery_id: str) -> Delivery | None:
+    def get(self, tenant_id: str, delivery_id: str) -> Delivery | None:
         row = (
-            await self.conn.execute(
+            self.conn.execute(
                 select(t.deliveries).where(
                     t.deliveries.c.tenant_id == tenant_id, t.deliveries.c.id == delivery_id
                 )
@@ -475,7 +380,7 @@ class SqlDeliveryRepo:
         ).first()
         return delivery_from_row(row) if row else None
 
-    async def page(
+    def page(
         self, tenant_id: str, flt: DeliveryFilter, *, before_seq: int | None, limit: int
     ) -> list[Delivery]:
         d = t.deliveries.c
@@ -493,9 +398,9 @@ class SqlDeliveryRepo:
         if before_seq is not None:
             q = q.where(d.seq < before_seq)
         q = q.order_by(d.seq.desc()).limit(limit)
-        return [delivery_from_row(r) for r in await self.conn.execute(q)]
+        return [delivery_from_row(r) for r in self.conn.execute(q)]
 
-    async def attempts(self, tenant_id: str, delivery_seq: int) -> list[Attempt]:
+    def attempts(self, tenant_id: str, delivery_seq: int) -> list[Attempt]:
         a = t.attempts.c
         q = (
             select(t.attempts, t.deliveries.c.id.label("delivery_id"))
@@ -518,19 +423,19 @@ class SqlDeliveryRepo:
                     response_body=r.response_body,
                 ),
             )
-            for r in await self.conn.execute(q)
+            for r in self.conn.execute(q)
         ]
 
-    async def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> bool:
+    def retry_now(self, tenant_id: str, delivery_id: str, now_ms: int) -> bool:
         d = t.deliveries.c
-        res = await self.conn.execute(
+        res = self.conn.execute(
             update(t.deliveries)
             .where(d.tenant_id == tenant_id, d.id == delivery_id, _not_leased(now_ms))
             .values(_restart_values(now_ms))
         )
         return bool(res.rowcount)
 
-    async def replay(
+    def replay(
         self,
         tenant_id: str,
         endpoint_id: str,
@@ -553,15 +458,15 @@ class SqlDeliveryRepo:
         )
         if after_seq is not None:
             q = q.where(d.seq > after_seq)
-        seqs = list((await self.conn.execute(q)).scalars())
+        seqs = list((self.conn.execute(q)).scalars())
         if not seqs:
             return 0, None
-        await self.conn.execute(
+        self.conn.execute(
             update(t.deliveries).where(d.seq.in_(seqs)).values(_restart_values(now_ms))
         )
         return len(seqs), seqs[-1]
 
-    async def count(
+    def count(
         self,
         tenant_id: str,
         endpoint_id: str,
@@ -573,11 +478,11 @@ class SqlDeliveryRepo:
         q = select(func.count()).where(
             _window(tenant_id, endpoint_id, statuses, since_ms, until_ms)
         )
-        return int((await self.conn.execute(q)).scalar_one())
+        return int((self.conn.execute(q)).scalar_one())
 
-    async def cancel_open(self, tenant_id: str, endpoint_id: str, now_ms: int) -> int:
+    def cancel_open(self, tenant_id: str, endpoint_id: str, now_ms: int) -> int:
         d = t.deliveries.c
-        res = await self.conn.execute(
+        res = self.conn.execute(
             update(t.deliveries)
             .where(
                 d.tenant_id == tenant_id,

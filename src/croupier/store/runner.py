@@ -1,14 +1,10 @@
-"""Where the store's coroutines run.
+"""An event loop in a thread of its own, for the PostgreSQL driver.
 
-Every statement through the async drivers is several round trips between the database
-driver and the event loop that awaits it (aiosqlite: a cursor, the statement, the fetch, the
-close, each a hop to its thread and back). On the event loop that also serves the API and
-hundreds of webhook requests, each hop waits behind a whole busy loop iteration, so a short
-transaction took tens of milliseconds under load, and every writer queued behind it.
-
-:class:`StoreThread` gives the store an event loop of its own, in its own thread: the
-driver's hops are answered at once there, and the caller's loop sees one hop per store call.
-:class:`Inline` runs them where they are called (tests of the store, one-shot commands).
+Each statement through asyncpg is a round trip between the driver and the event loop that
+awaits it. On the loop that also serves the API and the dispatcher, each of those waits
+behind a whole busy loop iteration, so a short transaction took tens of milliseconds under
+load. On a loop of its own the driver is answered at once, and the caller's loop sees one
+hop per transaction.
 """
 
 from __future__ import annotations
@@ -16,32 +12,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Runner(Protocol):
-    async def call(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T: ...
-
-    def close(self) -> None: ...
-
-
-class Inline:
-    """Run the store's coroutines on the caller's loop."""
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await fn(*args, **kwargs)
-
-    def close(self) -> None:
-        return None
-
-
 class StoreThread:
-    """Run the store's coroutines on a loop in a thread of their own."""
+    """Run coroutines on a loop in a thread of their own."""
 
     def __init__(self) -> None:
         try:
