@@ -13,6 +13,8 @@ import orjson
 import pytest
 
 from croupier.bootstrap import Container
+from croupier.domain.clock import ManualClock
+from croupier.services.event_types import TYPE_CACHE_MS, EventTypeService
 from tests.integration.conftest import (
     assert_error,
     create_endpoint,
@@ -174,6 +176,29 @@ async def test_put_again_replaces_the_schema_and_version(client: httpx.AsyncClie
     assert (await get_json(client, f"/v1/events/{r.json()['id']}"))["schema_version"] == "2.0.0"
     r = await client.post("/v1/events", json={"type": "loyalty.scored", "data": {"score": 1}})
     assert_error(r, 422, "SCHEMA_VIOLATION", "data.player")
+
+
+async def test_a_type_replaced_by_another_process_applies_to_publishes_within_seconds(
+    client: httpx.AsyncClient, container: Container, clock: ManualClock
+) -> None:
+    await put_type(client, "loyalty.scored", SCORE_SCHEMA)
+    r = await client.post("/v1/events", json={"type": "loyalty.scored", "data": {"player": "p"}})
+    assert_error(r, 422, "SCHEMA_VIOLATION", "data.score")
+    # Another croupier process on the same database relaxes the schema.
+    other = EventTypeService(container.store, clock)
+    await other.put(
+        "default",
+        "loyalty.scored",
+        schema={"type": "object"},
+        schema_version="2.0.0",
+        description="",
+    )
+    r = await client.post("/v1/events", json={"type": "loyalty.scored", "data": {"player": "p"}})
+    assert_error(r, 422, "SCHEMA_VIOLATION", "data.score")
+    clock.advance(TYPE_CACHE_MS / 1000)
+    r = await client.post("/v1/events", json={"type": "loyalty.scored", "data": {"player": "p"}})
+    assert r.status_code == 202, r.text
+    assert (await get_json(client, f"/v1/events/{r.json()['id']}"))["schema_version"] == "2.0.0"
 
 
 async def test_an_endpoint_can_subscribe_to_a_tenant_type_and_receive_it(

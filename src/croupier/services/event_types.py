@@ -26,6 +26,10 @@ from croupier.services.ports import Store
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 _FORMATS = FormatChecker()
+#: How long a publish may go on validating against a tenant type that another process
+#: has just replaced. Changes made through this process apply at once.
+TYPE_CACHE_MS = 5_000
+_TYPE_CACHE_MAX = 10_000
 
 
 class EventTypeService:
@@ -34,6 +38,9 @@ class EventTypeService:
         self.clock = clock
         # Compiled validators, keyed by (tenant, name, version, schema identity).
         self._validators: dict[tuple[str, str, str], Draft202012Validator] = {}
+        # (tenant, name) -> (the tenant's type or None, when it was read): spares every
+        # publish of a tenant type a read of the store.
+        self._recent: dict[tuple[str, str], tuple[EventType | None, int]] = {}
 
     async def catalog(self, tenant_id: str) -> list[EventType]:
         own = await self.store.run(lambda uow: uow.event_types.all(tenant_id), write=False)
@@ -86,11 +93,12 @@ class EventTypeService:
         )
         now = self.clock.now_ms()
         await self.store.run(lambda uow: uow.event_types.upsert(tenant_id, event_type, now))
+        self._recent.pop((tenant_id, name), None)
         return event_type
 
     async def validate(self, tenant_id: str, name: str, data: Any) -> EventType:
         """Check ``data`` against the type's schema; return the type it was checked against."""
-        event_type = await self.find(tenant_id, name)
+        event_type = await self._find_recent(tenant_id, name)
         if event_type is None:
             raise UnknownEventType(f"unknown event type {name!r}", field="type")
         tenant_key = "" if event_type.builtin else tenant_id
@@ -114,6 +122,22 @@ class EventTypeService:
             field = _field_of(error)
             raise SchemaViolation(f"{field}: {error.message}", field=field)
         return event_type
+
+    async def _find_recent(self, tenant_id: str, name: str) -> EventType | None:
+        """:meth:`find`, answered from what was read in the last :data:`TYPE_CACHE_MS`."""
+        builtin = builtin_event_type(name)
+        if builtin is not None:
+            return builtin
+        now = self.clock.now_ms()
+        recent = self._recent.get((tenant_id, name))
+        # A clock that stepped back must not stretch an entry's life.
+        if recent is not None and recent[1] <= now < recent[1] + TYPE_CACHE_MS:
+            return recent[0]
+        found = await self.find(tenant_id, name)
+        if len(self._recent) >= _TYPE_CACHE_MAX:
+            self._recent.clear()
+        self._recent[(tenant_id, name)] = (found, now)
+        return found
 
 
 def _check_references(schema: dict[str, Any]) -> None:

@@ -8,12 +8,24 @@ side by side; on SQLite one process owns the file.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, exists, insert, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    bindparam,
+    exists,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from croupier.domain.deliveries import DeliveryStatus
@@ -55,8 +67,16 @@ class SqlDeliveryQueue:
         lease_ms: int,
         exclude_endpoints: Sequence[str],
     ) -> list[Claim]:
-        statement = self._claim_statement(owner, now_ms, limit, lease_ms, exclude_endpoints)
-        return await self.db.run(partial(_claim, statement))
+        statement = _claim_statement(self._pg, excluding=bool(exclude_endpoints))
+        params: dict[str, Any] = {
+            "now": now_ms,
+            "until": now_ms + lease_ms,
+            "owner": owner,
+            "limit": limit,
+        }
+        if exclude_endpoints:
+            params["excluded"] = list(exclude_endpoints)
+        return await self.db.run(partial(_claim, statement, params))
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
         return await self.db.run(partial(_endpoints, list(endpoint_ids)), write=False)
@@ -76,71 +96,71 @@ class SqlDeliveryQueue:
     async def release_all(self) -> int:
         return await self.db.run(_release_all)
 
-    def _claim_statement(
-        self,
-        owner: str,
-        now_ms: int,
-        limit: int,
-        lease_ms: int,
-        exclude_endpoints: Sequence[str],
-    ) -> Any:
-        d = t.deliveries.c
-        e = t.endpoints.c
-        head = t.deliveries.alias("head")
-        # An ordered delivery waits while an earlier one for the same endpoint and key is open.
-        blocked = exists().where(
-            head.c.endpoint_id == d.endpoint_id,
-            head.c.ordered_key == d.ordered_key,
-            head.c.seq < d.seq,
-            head.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]),
+
+@functools.cache
+def _claim_statement(pg: bool, *, excluding: bool) -> Any:
+    """The claim, built once per shape: building this statement cost more CPU than
+    running it. Its values are bound at execution."""
+    d = t.deliveries.c
+    e = t.endpoints.c
+    head = t.deliveries.alias("head")
+    now = bindparam("now", type_=BigInteger)
+    # An ordered delivery waits while an earlier one for the same endpoint and key is open.
+    blocked = exists().where(
+        head.c.endpoint_id == d.endpoint_id,
+        head.c.ordered_key == d.ordered_key,
+        head.c.seq < d.seq,
+        head.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]),
+    )
+    due = (
+        select(d.seq)
+        .select_from(t.deliveries.join(t.endpoints, e.id == d.endpoint_id))
+        .where(
+            _OPEN,
+            d.due_at <= now,
+            or_(d.lease_until.is_(None), d.lease_until < now),
+            e.disabled.is_(False),
+            e.deleted_at.is_(None),
+            or_(d.ordered_key.is_(None), ~blocked),
         )
-        due = (
-            select(d.seq)
-            .select_from(t.deliveries.join(t.endpoints, e.id == d.endpoint_id))
-            .where(
-                _OPEN,
-                d.due_at <= now_ms,
-                or_(d.lease_until.is_(None), d.lease_until < now_ms),
-                e.disabled.is_(False),
-                e.deleted_at.is_(None),
-                or_(d.ordered_key.is_(None), ~blocked),
-            )
-            .order_by(d.due_at)
-            .limit(limit)
+        .order_by(d.due_at)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    if excluding:
+        due = due.where(d.endpoint_id.not_in(bindparam("excluded", expanding=True)))
+    if pg:
+        due = due.with_for_update(of=t.deliveries, skip_locked=True)
+    ev = t.events.c
+    # The event and the endpoint's version come back with the claim itself, as scalar
+    # subqueries in RETURNING: one statement per claim instead of three.
+    event_col = {
+        name: select(getattr(ev, name)).where(ev.seq == d.event_seq).scalar_subquery()
+        for name in _EVENT_FIELDS
+    }
+    version = select(e.version).where(e.id == d.endpoint_id).scalar_subquery()
+    return (
+        update(t.deliveries)
+        .where(d.seq.in_(due.scalar_subquery()))
+        .values(
+            lease_until=bindparam("until", type_=BigInteger),
+            lease_owner=bindparam("owner", type_=String),
         )
-        if exclude_endpoints:
-            due = due.where(d.endpoint_id.not_in(list(exclude_endpoints)))
-        if self._pg:
-            due = due.with_for_update(of=t.deliveries, skip_locked=True)
-        ev = t.events.c
-        # The event and the endpoint's version come back with the claim itself, as scalar
-        # subqueries in RETURNING: one statement per claim instead of three.
-        event_col = {
-            name: select(getattr(ev, name)).where(ev.seq == d.event_seq).scalar_subquery()
-            for name in _EVENT_FIELDS
-        }
-        version = select(e.version).where(e.id == d.endpoint_id).scalar_subquery()
-        claim = (
-            update(t.deliveries)
-            .where(d.seq.in_(due.scalar_subquery()))
-            .values(lease_until=now_ms + lease_ms, lease_owner=owner)
-            .returning(
-                d.seq,
-                d.id,
-                d.endpoint_id,
-                d.attempts,
-                d.cycle_start,
-                d.event_seq,
-                d.ordered_key,
-                version.label("endpoint_version"),
-                *(col.label(f"event_{name}") for name, col in event_col.items()),
-            )
+        .returning(
+            d.seq,
+            d.id,
+            d.endpoint_id,
+            d.attempts,
+            d.cycle_start,
+            d.event_seq,
+            d.ordered_key,
+            version.label("endpoint_version"),
+            *(col.label(f"event_{name}") for name, col in event_col.items()),
         )
-        return claim
+    )
 
 
-def _claim(statement: Any, conn: Connection) -> list[Claim]:
-    rows = conn.execute(statement).all()
+def _claim(statement: Any, params: dict[str, Any], conn: Connection) -> list[Claim]:
+    rows = conn.execute(statement, params).all()
     claims = [
         Claim(
             seq=r.seq,
