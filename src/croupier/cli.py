@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -95,6 +96,10 @@ async def _serve(settings: Settings) -> None:
     # re-raises the signal against the handler that was there before. A no-op handler
     # makes that a clean exit with status 0, as process supervisors expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    # What start-up built lives as long as the process: move it out of the collector's
+    # sight. A full collection then scans only what serving creates; before, each one
+    # stopped the process for ~80 ms, a few times a minute under load.
+    gc.freeze()
     await uvicorn.Server(config).serve()
 
 

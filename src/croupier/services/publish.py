@@ -248,7 +248,8 @@ def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Stored:
         mine = [p for p in batch if p.tenant_id == tenant_id]
         ids, keys = uow.events.taken(
             tenant_id,
-            ids=[p.event.id for p in mine],
+            # An id croupier minted is new by construction; only a caller's can repeat.
+            ids=[p.event.id for p in mine if p.req.id is not None],
             idempotency_keys=[k for p in mine if (k := p.req.idempotency_key)],
         )
         claimed |= {(tenant_id, "id", i) for i in ids}
