@@ -11,6 +11,7 @@ import structlog
 
 from croupier.config import Settings
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
+from croupier.dispatch.transport import ProcessTransport
 from croupier.domain.clock import Clock, SystemClock
 from croupier.domain.retry import RetryPolicy
 from croupier.services.deliveries import DeliveryService
@@ -58,7 +59,8 @@ class Container:
             await self.dispatcher.stop(self.settings.drain_seconds)
             self._dispatcher_running = False
         else:
-            await self.dispatcher.sender.close()
+            # run_until_idle() may have opened it (tests, tools); closing an unopened one is free.
+            await self.dispatcher.transport.close()
         try:
             await self.db.close()
         finally:
@@ -108,21 +110,28 @@ async def build(
         await db.close()
         raise
     store = SqlStore(db)
+    dispatch = DispatcherConfig(
+        claim_batch=settings.claim_batch,
+        max_in_flight=settings.max_in_flight,
+        endpoint_max_in_flight=settings.endpoint_max_in_flight,
+        lease_ms=int(settings.lease_seconds * 1000),
+        idle_poll_s=settings.idle_poll_seconds,
+        flush_batch=settings.flush_batch,
+        environment=settings.environment,
+        retry=RetryPolicy(
+            jitter=settings.retry_jitter, retry_after_cap_s=settings.retry_after_cap_seconds
+        ),
+    )
     dispatcher = Dispatcher(
         queue,
         clock=clock,
         rng=rng,
-        config=DispatcherConfig(
-            claim_batch=settings.claim_batch,
-            max_in_flight=settings.max_in_flight,
-            endpoint_max_in_flight=settings.endpoint_max_in_flight,
-            lease_ms=int(settings.lease_seconds * 1000),
-            idle_poll_s=settings.idle_poll_seconds,
-            flush_batch=settings.flush_batch,
-            environment=settings.environment,
-            retry=RetryPolicy(
-                jitter=settings.retry_jitter, retry_after_cap_s=settings.retry_after_cap_seconds
-            ),
+        config=dispatch,
+        # The child starts with the dispatcher, so one-shot commands never start one.
+        transport=(
+            ProcessTransport(dispatch.courier, log_level=settings.log_level)
+            if settings.sender_processes()
+            else None
         ),
     )
     event_types = EventTypeService(store, clock)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,27 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(default=15.0, ge=0)
     retry_after_cap_seconds: int = Field(default=3600, ge=0)
     retry_jitter: float = Field(default=0.1, ge=0, le=1)
+    senders: int = Field(
+        default=-1,
+        ge=-1,
+        le=1,
+        description=(
+            "sender child processes that render, sign and POST webhooks beside the one that "
+            "serves the API and claims and records: 1 = one child, 0 = none (send in this "
+            "process), -1 or auto = one if the machine has two cores or more, else none"
+        ),
+    )
+
+    @field_validator("senders", mode="before")
+    @classmethod
+    def _auto_senders(cls, value: object) -> object:
+        return -1 if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+    def sender_processes(self) -> int:
+        """How many sender child processes to run, with ``auto`` (-1) resolved."""
+        if self.senders >= 0:
+            return self.senders
+        return 1 if (os.cpu_count() or 1) >= 2 else 0
 
     @field_validator("database_url")
     @classmethod

@@ -55,6 +55,33 @@ async def eventually(
         await asyncio.sleep(every_s)
 
 
+def sender_children(pid: int) -> list[int]:
+    """The sender child processes of process ``pid`` (Linux: read from /proc)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # The command name may hold spaces or parentheses: the fields start after the last ")".
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"croupier.dispatch.child" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is still running; a zombie has exited, whoever is left to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 # -- croupier as a subprocess ----------------------------------------------------------------
 
 

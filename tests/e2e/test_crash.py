@@ -22,6 +22,8 @@ from tests.e2e.harness import (
     deliveries,
     eventually,
     publish_many,
+    running,
+    sender_children,
     wait_statuses,
 )
 
@@ -46,6 +48,8 @@ async def test_a_restart_after_kill_9_delivers_every_event_and_repeats_only_thos
         # PostgreSQL: the killed process's leases must run out before its deliveries are
         # claimed again; SQLite: a starting process clears them, as it owns the file.
         "lease_seconds": 3,
+        # One sender child, whatever the machine: its fate after the kill is checked too.
+        "senders": 1,
     }
 
     publisher = await launcher.serve(dispatcher_enabled=False)
@@ -60,6 +64,8 @@ async def test_a_restart_after_kill_9_delivers_every_event_and_repeats_only_thos
 
     receiver.generation = 1
     doomed = await launcher.serve(**settings)
+    senders = sender_children(doomed.proc.pid)
+    assert len(senders) == 1, senders
     killed_during: list[Arrival] = []
 
     def kill_mid_request(arrival: Arrival) -> None:
@@ -72,6 +78,10 @@ async def test_a_restart_after_kill_9_delivers_every_event_and_repeats_only_thos
     receiver.on_arrival = kill_mid_request
     await eventually(lambda: bool(killed_during), within_s=60, what=f"{KILL_AFTER} arrivals")
     assert await doomed.wait_exit(within_s=10) == -signal.SIGKILL
+    # Its parent gone, the sender child sees its socket close and exits: no orphan sends on.
+    await eventually(
+        lambda: not running(senders[0]), within_s=5, what="the orphaned sender child to exit"
+    )
     receiver.on_arrival = None
     at_kill = len(receiver.ids())
     assert at_kill < EVENTS, "the kill landed after the last delivery; it proves nothing"

@@ -10,6 +10,7 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from croupier.bootstrap import Container
+from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from croupier.domain.clock import ManualClock
 from tests.support.receiver import Receiver, Reply
 
@@ -262,3 +263,23 @@ async def test_the_background_dispatcher_delivers_soon_after_publish(
         await container.dispatcher.stop()
     [row] = await deliveries(client)
     assert row["status"] == "succeeded"
+
+
+async def test_an_endpoint_at_its_share_is_refilled_as_its_sends_finish_not_at_the_next_poll(
+    client: httpx.AsyncClient, container: Container, clock: ManualClock, receiver: Receiver
+) -> None:
+    await make_endpoint(client, receiver.url())
+    for n in range(20):
+        await publish(client, n)
+    # Two in flight and four held for the endpoint; a poll too far off to be what refills it.
+    dispatcher = Dispatcher(
+        container.dispatcher.queue,
+        clock=clock,
+        config=DispatcherConfig(endpoint_max_in_flight=2, idle_poll_s=60.0),
+    )
+    await dispatcher.start()
+    try:
+        await receiver.wait_for(20, within_s=10)
+    finally:
+        await dispatcher.stop(drain_s=1)
+    assert {r["status"] for r in await deliveries(client)} == {"succeeded"}

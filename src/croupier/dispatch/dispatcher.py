@@ -1,10 +1,10 @@
-"""The delivery engine: claim due deliveries, sign and send them, record what happened.
-
-Three loops share one asyncio event loop:
+"""The delivery engine: claim due deliveries, have them sent, record what happened.
 
 * the claimer leases due deliveries in batches, never more than the global and per-endpoint
-  limits allow, and starts one task per delivery;
-* each task waits for its endpoint's slot, sends, and queues the outcome;
+  limits allow, and submits each batch to a transport;
+* the transport's courier, in this event loop or in a sender child process, renders, signs
+  and sends each delivery within the concurrency limits, and reports back in batches; each
+  result is decided here (succeeded, retry when, dead) and queued as an outcome;
 * the recorder commits queued outcomes in one transaction per batch ("group commit"): under
   load many outcomes share a commit; at rest each commits at once, so latency stays low.
 
@@ -16,32 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import os
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from croupier import __version__
+from croupier.dispatch.courier import CourierConfig, Report
 from croupier.dispatch.sender import HttpSender
+from croupier.dispatch.transport import Assignment, LocalTransport, Transport
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Attempt, decide
 from croupier.domain.endpoints import Endpoint
-from croupier.domain.envelope import render_envelope
-from croupier.domain.events import Event
 from croupier.domain.ids import new_id
 from croupier.domain.retry import RetryPolicy
-from croupier.domain.signing import Signer, signer_for
 from croupier.services.ports import Claim, DeliveryQueue, Outcome
 
 log = structlog.get_logger("croupier.dispatch")
 
-USER_AGENT = f"Croupier-Webhooks/{__version__}"
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _MAX_RECORD_FAILURES = 10
 
 
@@ -65,8 +58,19 @@ class DispatcherConfig:
     def endpoint_held_limit(self) -> int:
         return 2 * self.endpoint_max_in_flight
 
+    @property
+    def courier(self) -> CourierConfig:
+        """What the courier that sends for this dispatcher must know."""
+        return CourierConfig(
+            max_in_flight=self.max_in_flight,
+            endpoint_max_in_flight=self.endpoint_max_in_flight,
+            environment=self.environment,
+        )
+
 
 class Dispatcher:
+    """Claims due deliveries, has its transport send them, and records what happened."""
+
     def __init__(
         self,
         queue: DeliveryQueue,
@@ -76,33 +80,44 @@ class Dispatcher:
         sender: HttpSender | None = None,
         rng: random.Random | None = None,
         owner: str | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        """``transport`` defaults to sending in this event loop, with ``sender`` (or a new
+        HTTP sender) on ``clock``; give one or the other, not both."""
+        if transport is not None and sender is not None:
+            raise ValueError("a sender goes with the default transport; give one or the other")
         self.queue = queue
         self.clock = clock
         self.config = config or DispatcherConfig()
-        self.sender = sender or HttpSender(max_connections=self.config.max_in_flight)
+        self.transport: Transport = transport or LocalTransport(
+            sender or HttpSender(max_connections=self.config.max_in_flight),
+            clock=clock,
+            config=self.config.courier,
+        )
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.owner = owner or new_id("wrk")
         self._held: dict[int, Claim] = {}
         self._endpoint_held: Counter[str] = Counter()
-        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
-        self._slots = asyncio.Semaphore(self.config.max_in_flight)
         self._endpoints: dict[str, Endpoint] = {}
-        self._signers: dict[str, tuple[int, Signer]] = {}
+        #: Submitted to the transport and not reported yet: a subset of ``_held``.
+        self._awaiting: dict[int, Assignment] = {}
+        self._all_reported = asyncio.Event()
+        self._all_reported.set()
         self._outcomes: list[Outcome] = []
         self._orphans: list[int] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._outcome_ready = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._backlog = False
+        #: Endpoints that had their full share at the last claim: more may be due for them.
+        self._blocked: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open connections and run the claim, record and heartbeat loops in the background."""
-        await self.sender.open()
+        """Open the transport and run the claim, record and heartbeat loops in the background."""
+        await self.transport.open(self._on_reports)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="croupier-claim"),
             asyncio.create_task(self._record_loop(), name="croupier-record"),
@@ -113,19 +128,23 @@ class Dispatcher:
         """Stop claiming, let in-flight sends finish for up to ``drain_s``, record, release.
 
         The claim and record loops are asked to finish, never cancelled mid-transaction, so
-        nothing they committed goes unaccounted for.
+        nothing they committed goes unaccounted for. The transport is closed before the
+        release, so nothing released is still being sent by this process.
         """
         self._stopping = True
         self._wake.set()
         claimer, recorder, heartbeat = self._loops or (None, None, None)
         if claimer is not None:
             await claimer
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=drain_s)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_reported.wait(), timeout=drain_s)
+        try:
+            await self.transport.close()
+        except Exception:
+            log.exception("closing the transport failed")
+        # Cut off without a report: these stay held and are released below.
+        self._awaiting.clear()
+        self._all_reported.set()
         if recorder is not None:
             self._outcome_ready.set()
             # Bounded: with the store gone, leases run out and the work is redone anyway.
@@ -148,7 +167,6 @@ class Dispatcher:
         finally:
             self._held.clear()
             self._endpoint_held.clear()
-            await self.sender.close()
 
     def notify(self) -> None:
         """Something may be due now (a publish, a retry, a replay): claim without waiting."""
@@ -157,17 +175,16 @@ class Dispatcher:
     async def run_until_idle(self, *, max_rounds: int = 10_000) -> int:
         """Deliver everything due by the clock, in the foreground; return how many attempts.
 
-        For tests and tools: it claims, waits for every send, records, and repeats until
+        For tests and tools: it claims, waits for every report, records, and repeats until
         nothing is due. Must not be mixed with :meth:`start`.
         """
         if self._loops:
             raise RuntimeError("run_until_idle() cannot run beside start()")
-        await self.sender.open()
+        await self.transport.open(self._on_reports)
         attempts = 0
         for _ in range(max_rounds):
             claimed = await self._claim_once()
-            while self._tasks:
-                await asyncio.wait(set(self._tasks))
+            await self._all_reported.wait()
             attempts += len(self._outcomes)
             await self._flush()
             if claimed == 0 and not self._held:
@@ -209,11 +226,12 @@ class Dispatcher:
         )
         # A full batch means more may be due right now: claim again as soon as there is room.
         self._backlog = len(claims) == limit
+        self._blocked = set(full)
         if not claims:
             return 0
         await self._refresh_endpoints(claims)
         excess: list[int] = []
-        started = 0
+        batch: list[Assignment] = []
         for claim in claims:
             if claim.seq in self._held:
                 # Its lease ran out while this process still sends it (a stalled heartbeat):
@@ -221,17 +239,26 @@ class Dispatcher:
                 continue
             if self._endpoint_held[claim.endpoint_id] >= cap:
                 excess.append(claim.seq)
+                self._blocked.add(claim.endpoint_id)
                 continue
             self._held[claim.seq] = claim
             self._endpoint_held[claim.endpoint_id] += 1
-            task = asyncio.create_task(self._deliver(claim))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            started += 1
+            endpoint = self._endpoints.get(claim.endpoint_id)
+            if endpoint is None:
+                # Deleted between the claim and the look-up: hand it back like a failed send.
+                self._orphans.append(claim.seq)
+                self._outcome_ready.set()
+                continue
+            assignment = (claim, endpoint)
+            self._awaiting[claim.seq] = assignment
+            batch.append(assignment)
+        if batch:
+            self._all_reported.clear()
+            self.transport.submit(batch)
         if excess:
             # One endpoint filled its share; hand the rest back so others are not starved.
             await self.queue.release(self.owner, excess)
-        return started
+        return len(batch)
 
     async def _refresh_endpoints(self, claims: Sequence[Claim]) -> None:
         stale = {
@@ -243,72 +270,46 @@ class Dispatcher:
         if stale:
             self._endpoints.update(await self.queue.endpoints(sorted(stale)))
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- results -----------------------------------------------------------------------------
 
-    async def _deliver(self, claim: Claim) -> None:
-        try:
-            endpoint = self._endpoints[claim.endpoint_id]
-            slot = self._endpoint_slots.get(endpoint.id)
-            if slot is None:
-                slot = asyncio.Semaphore(self.config.endpoint_max_in_flight)
-                self._endpoint_slots[endpoint.id] = slot
-            async with slot, self._slots:
-                now = self.clock.now_ms()
+    def _on_reports(self, reports: Sequence[Report]) -> None:
+        """Decide each reported attempt and queue its outcome for the recorder."""
+        now = self.clock.now_ms()
+        for seq, result, request_headers in reports:
+            assignment = self._awaiting.pop(seq, None)
+            if assignment is None:
+                # Reported after stop() gave up on it: it is released, not recorded.
+                continue
+            claim, endpoint = assignment
+            if result is None:
+                self._orphans.append(seq)
+                continue
+            try:
                 number = claim.attempts + 1
-                body = render_envelope(
-                    claim.event,
-                    attempt=number,
-                    delivered_at_ms=now,
-                    environment=self.config.environment,
+                decision = decide(
+                    result,
+                    schedule=endpoint.retry_schedule,
+                    attempts_in_cycle=number - claim.cycle_start,
+                    now_ms=now,
+                    rng=self.rng,
+                    policy=self.config.retry,
                 )
-                headers = self._headers(endpoint, claim.event, body, now)
-                result = await self.sender.post(
-                    endpoint.url, body, headers, timeout_ms=endpoint.timeout_ms, started_at_ms=now
+                attempt = Attempt(
+                    id=new_id("att", now_ms=result.started_at_ms),
+                    delivery_id=claim.id,
+                    number=number,
+                    result=result,
+                    request_headers=request_headers,
                 )
-            decision = decide(
-                result,
-                schedule=endpoint.retry_schedule,
-                attempts_in_cycle=number - claim.cycle_start,
-                now_ms=self.clock.now_ms(),
-                rng=self.rng,
-                policy=self.config.retry,
-            )
-            attempt = Attempt(
-                id=new_id("att", now_ms=now),
-                delivery_id=claim.id,
-                number=number,
-                result=result,
-                request_headers=_redact(headers, endpoint),
-            )
+            except Exception:
+                # A bug must not strand the delivery: hand it back to be claimed again.
+                log.exception("deciding an attempt failed", delivery_id=claim.id)
+                self._orphans.append(seq)
+                continue
             self._outcomes.append(Outcome(claim, attempt, decision))
-            self._outcome_ready.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A bug must not strand the delivery: hand it back to be claimed again.
-            log.exception("delivery task failed", delivery_id=claim.id)
-            self._orphans.append(claim.seq)
-            self._outcome_ready.set()
-
-    def _headers(
-        self, endpoint: Endpoint, event: Event, body: bytes, now_ms: int
-    ) -> dict[str, str]:
-        headers = dict(endpoint.headers)
-        headers["Content-Type"] = "application/json"
-        headers["User-Agent"] = USER_AGENT
-        trace_id = event.trace_id or event.id
-        headers["X-Trace-Id"] = trace_id
-        headers["traceparent"] = f"00-{_trace_hex(trace_id)}-{os.urandom(8).hex()}-01"
-        headers.update(self._signer(endpoint).sign(event.id, now_ms // 1000, body))
-        return headers
-
-    def _signer(self, endpoint: Endpoint) -> Signer:
-        cached = self._signers.get(endpoint.id)
-        if cached is not None and cached[0] == endpoint.version:
-            return cached[1]
-        signer = signer_for(endpoint.dialect, [endpoint.secret])
-        self._signers[endpoint.id] = (endpoint.version, signer)
-        return signer
+        if not self._awaiting:
+            self._all_reported.set()
+        self._outcome_ready.set()
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -320,7 +321,7 @@ class Dispatcher:
             try:
                 await self._flush()
                 failures = 0
-                if self._stopping and not self._tasks:
+                if self._stopping and not self._awaiting:
                     return
             except Exception:
                 failures += 1
@@ -342,6 +343,9 @@ class Dispatcher:
 
     async def _flush(self) -> None:
         """Commit queued outcomes; until then their deliveries stay held and leased."""
+        # Waiting for half of a full endpoint's share to free up makes each claim for it
+        # worth its round trip, while what it has in flight keeps it busy meanwhile.
+        low = self.config.endpoint_max_in_flight
         while self._outcomes or self._orphans:
             batch = self._outcomes[: self.config.flush_batch]
             orphans = self._orphans[:]
@@ -353,10 +357,17 @@ class Dispatcher:
                 del self._orphans[: len(orphans)]
             for seq in [o.claim.seq for o in batch] + orphans:
                 self._unhold(seq)
-            # Claim again now only if there is work waiting for the room just made, or an
-            # ordered delivery finished and its successor may be due; otherwise new work
-            # announces itself through notify(), and retries through the idle poll.
-            if self._backlog or orphans or any(o.claim.ordered_key for o in batch):
+            # Claim again now only if there is work waiting for the room just made (after a
+            # full batch, or for an endpoint that had its full share and is down to what it
+            # has in flight), or an ordered delivery finished and its successor may be due;
+            # otherwise new work announces itself through notify(), and retries through the
+            # idle poll.
+            if (
+                self._backlog
+                or orphans
+                or any(o.claim.ordered_key for o in batch)
+                or any(self._endpoint_held[ep] <= low for ep in self._blocked)
+            ):
                 self._wake.set()
 
     def _unhold(self, seq: int) -> None:
@@ -378,16 +389,3 @@ class Dispatcher:
                 )
             except Exception:
                 log.exception("renewing leases failed; retrying at the next beat")
-
-
-def _trace_hex(trace_id: str) -> str:
-    """A W3C trace id (32 hex digits): the trace id itself if it is one, else its digest."""
-    lowered = trace_id.lower()
-    if _HEX32.match(lowered) and lowered != "0" * 32:
-        return lowered
-    return hashlib.sha256(trace_id.encode()).hexdigest()[:32]
-
-
-def _redact(headers: dict[str, str], endpoint: Endpoint) -> dict[str, str]:
-    """What an attempt keeps of the request: the endpoint's own header values may be secrets."""
-    return {k: "[redacted]" if k in endpoint.headers else v for k, v in headers.items()}

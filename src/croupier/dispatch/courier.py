@@ -1,0 +1,219 @@
+"""The per-delivery work of sending: render the envelope, sign it, POST it, report back.
+
+A :class:`Courier` runs wherever the sending happens: in the dispatcher's own event loop
+(:class:`~croupier.dispatch.transport.LocalTransport`) or in a sender child process
+(:mod:`croupier.dispatch.child`). It knows nothing of the store: it takes jobs, sends them
+within the global and per-endpoint concurrency limits, and hands back reports in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import structlog
+
+from croupier import __version__
+from croupier.dispatch.sender import HttpSender
+from croupier.domain.clock import Clock
+from croupier.domain.deliveries import AttemptResult
+from croupier.domain.endpoints import Endpoint
+from croupier.domain.envelope import render_envelope
+from croupier.domain.events import Event
+from croupier.domain.signing import Signer, signer_for
+
+log = structlog.get_logger("croupier.dispatch")
+
+USER_AGENT = f"Croupier-Webhooks/{__version__}"
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class CourierConfig:
+    """What every courier of a dispatcher shares: its limits and the envelope's environment."""
+
+    max_in_flight: int = 512
+    endpoint_max_in_flight: int = 32
+    environment: str = "production"
+
+
+class EndpointSpec(NamedTuple):
+    """What sending needs of an endpoint; a courier learns it once per version."""
+
+    id: str
+    version: int
+    url: str
+    headers: Mapping[str, str]
+    timeout_ms: int
+    dialect: str
+    #: Newest first; each one signs, so a receiver that knows any of them accepts.
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointSpec:
+        return cls(
+            endpoint.id,
+            endpoint.version,
+            endpoint.url,
+            dict(endpoint.headers),
+            endpoint.timeout_ms,
+            endpoint.dialect,
+            (endpoint.secret,),
+        )
+
+
+class Job(NamedTuple):
+    """One attempt to send: the delivery, which attempt it is, and where to."""
+
+    seq: int
+    delivery_id: str
+    attempt: int
+    endpoint_id: str
+    endpoint_version: int
+    event: Event
+
+
+class Report(NamedTuple):
+    """How a job ended. ``result`` is None when it was never sent (or its fate is unknown):
+    the delivery is then released, to be claimed and sent again."""
+
+    seq: int
+    result: AttemptResult | None
+    #: The request's headers, with the endpoint's own header values redacted.
+    request_headers: Mapping[str, str]
+
+
+class Courier:
+    """Sends jobs, each in a task of its own, within the global and per-endpoint limits.
+
+    Reports of jobs that end in the same loop iteration go to ``on_reports`` together, once
+    that iteration is over: a busy courier hands back few, large batches.
+    """
+
+    def __init__(
+        self,
+        sender: HttpSender,
+        *,
+        clock: Clock,
+        config: CourierConfig,
+        on_reports: Callable[[list[Report]], None],
+    ) -> None:
+        self._sender = sender
+        self._clock = clock
+        self._config = config
+        self._on_reports = on_reports
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
+        self._endpoints: dict[str, tuple[EndpointSpec, Signer]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: list[Report] = []
+        self._flush_scheduled = False
+
+    def learn(self, specs: Iterable[EndpointSpec]) -> None:
+        """Remember endpoints (their newest version replaces any older one)."""
+        for spec in specs:
+            try:
+                self._endpoints[spec.id] = (spec, signer_for(spec.dialect, spec.secrets))
+            except Exception:
+                # Its jobs are then reported unsent; the error names the endpoint, no secret.
+                log.exception("cannot sign for endpoint", endpoint_id=spec.id)
+
+    def submit(self, jobs: Iterable[Job]) -> None:
+        """Start sending ``jobs``; each is reported once, whatever happens to it."""
+        for job in jobs:
+            known = self._endpoints.get(job.endpoint_id)
+            if known is None or known[0].version != job.endpoint_version:
+                log.error(
+                    "job for an endpoint version the courier does not know",
+                    delivery_id=job.delivery_id,
+                    endpoint_id=job.endpoint_id,
+                    endpoint_version=job.endpoint_version,
+                )
+                self._report(Report(job.seq, None, {}))
+                continue
+            spec, signer = known
+            task = asyncio.create_task(self._send(job, spec, signer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def cancel(self) -> None:
+        """Cut off every job still running (they are not reported) and hand back the reports
+        that are ready, at once: nothing is reported after this returns."""
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._flush()
+
+    async def _send(self, job: Job, spec: EndpointSpec, signer: Signer) -> None:
+        try:
+            slot = self._endpoint_slots.get(spec.id)
+            if slot is None:
+                slot = self._endpoint_slots[spec.id] = asyncio.Semaphore(
+                    self._config.endpoint_max_in_flight
+                )
+            async with slot, self._slots:
+                now = self._clock.now_ms()
+                body = render_envelope(
+                    job.event,
+                    attempt=job.attempt,
+                    delivered_at_ms=now,
+                    environment=self._config.environment,
+                )
+                headers = build_headers(spec, signer, job.event, body, now)
+                result = await self._sender.post(
+                    spec.url, body, headers, timeout_ms=spec.timeout_ms, started_at_ms=now
+                )
+            report = Report(job.seq, result, redact(headers, spec))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug must not strand the delivery: report it unsent, so it is claimed again.
+            log.exception("delivery task failed", delivery_id=job.delivery_id)
+            report = Report(job.seq, None, {})
+        self._report(report)
+
+    def _report(self, report: Report) -> None:
+        self._ready.append(report)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._ready:
+            ready, self._ready = self._ready, []
+            self._on_reports(ready)
+
+
+def build_headers(
+    spec: EndpointSpec, signer: Signer, event: Event, body: bytes, now_ms: int
+) -> dict[str, str]:
+    """The request's headers: the endpoint's own, then croupier's, then the signature."""
+    headers = dict(spec.headers)
+    headers["Content-Type"] = "application/json"
+    headers["User-Agent"] = USER_AGENT
+    trace_id = event.trace_id or event.id
+    headers["X-Trace-Id"] = trace_id
+    headers["traceparent"] = f"00-{_trace_hex(trace_id)}-{os.urandom(8).hex()}-01"
+    headers.update(signer.sign(event.id, now_ms // 1000, body))
+    return headers
+
+
+def redact(headers: Mapping[str, str], spec: EndpointSpec) -> dict[str, str]:
+    """What an attempt keeps of the request: the endpoint's own header values may be secrets."""
+    return {k: "[redacted]" if k in spec.headers else v for k, v in headers.items()}
+
+
+def _trace_hex(trace_id: str) -> str:
+    """A W3C trace id (32 hex digits): the trace id itself if it is one, else its digest."""
+    lowered = trace_id.lower()
+    if _HEX32.match(lowered) and lowered != "0" * 32:
+        return lowered
+    return hashlib.sha256(trace_id.encode()).hexdigest()[:32]

@@ -1,0 +1,317 @@
+"""How the dispatcher hands claimed deliveries to a courier and gets reports back.
+
+:class:`LocalTransport` runs the courier in the dispatcher's own event loop.
+:class:`ProcessTransport` runs it in a sender child process, so that rendering, signing and
+the HTTP client use a core of their own while the parent keeps the API and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from croupier.dispatch.courier import Courier, CourierConfig, EndpointSpec, Job, Report
+from croupier.dispatch.sender import HttpSender
+from croupier.dispatch.wire import (
+    FrameProtocol,
+    JobsMessage,
+    WireEndpoint,
+    WireJob,
+    endpoint_to_wire,
+    job_to_wire,
+    reports_from_wire,
+)
+from croupier.domain.clock import Clock
+from croupier.domain.endpoints import Endpoint
+from croupier.services.ports import Claim
+
+log = structlog.get_logger("croupier.dispatch")
+
+#: Called with every batch of reports; never after the transport's ``close`` has returned.
+OnReports = Callable[[Sequence[Report]], None]
+#: A claimed delivery and the endpoint it goes to.
+Assignment = tuple[Claim, Endpoint]
+
+CHILD_MODULE = "croupier.dispatch.child"
+_RESTART_FIRST_S = 0.1
+_RESTART_MAX_S = 5.0
+#: A child that ran at least this long died of something new: restart it without delay.
+_STABLE_S = 30.0
+_EXIT_WAIT_S = 5.0
+
+
+class Transport(Protocol):
+    """Carries jobs to a courier and its reports back to the dispatcher."""
+
+    async def open(self, on_reports: OnReports) -> None:
+        """Get ready to send; a second call while open does nothing."""
+        ...
+
+    def submit(self, batch: Sequence[Assignment]) -> None:
+        """Send each claim (one attempt); every one is reported once, unless ``close`` cuts
+        it off first."""
+        ...
+
+    async def close(self) -> None:
+        """Cut off whatever is still being sent, deliver the reports that are ready, and
+        stop. Closing a transport that is not open does nothing; it may be opened again."""
+        ...
+
+
+def job_of(claim: Claim, endpoint: Endpoint) -> Job:
+    return Job(claim.seq, claim.id, claim.attempts + 1, endpoint.id, endpoint.version, claim.event)
+
+
+class _EndpointBook:
+    """Which endpoint versions a courier has been told about, so each is told once."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = {}
+
+    def news(self, batch: Sequence[Assignment]) -> list[EndpointSpec]:
+        fresh: list[EndpointSpec] = []
+        for _, endpoint in batch:
+            if self._versions.get(endpoint.id) != endpoint.version:
+                self._versions[endpoint.id] = endpoint.version
+                fresh.append(EndpointSpec.of(endpoint))
+        return fresh
+
+    def forget(self) -> None:
+        self._versions.clear()
+
+
+class LocalTransport:
+    """The courier in the dispatcher's own event loop, on the dispatcher's clock.
+
+    The clock matters to tests: with a manual clock, ``delivered_at`` and the signature's
+    timestamp follow the clock the retries are scheduled on.
+    """
+
+    def __init__(self, sender: HttpSender, *, clock: Clock, config: CourierConfig) -> None:
+        self._sender = sender
+        self._clock = clock
+        self._config = config
+        self._courier: Courier | None = None
+        self._book = _EndpointBook()
+
+    async def open(self, on_reports: OnReports) -> None:
+        if self._courier is None:
+            await self._sender.open()
+            self._courier = Courier(
+                self._sender, clock=self._clock, config=self._config, on_reports=on_reports
+            )
+            self._book.forget()
+
+    def submit(self, batch: Sequence[Assignment]) -> None:
+        if self._courier is None:
+            raise RuntimeError("LocalTransport.open() must be called first")
+        self._courier.learn(self._book.news(batch))
+        self._courier.submit([job_of(claim, endpoint) for claim, endpoint in batch])
+
+    async def close(self) -> None:
+        courier, self._courier = self._courier, None
+        if courier is not None:
+            await courier.cancel()
+        await self._sender.close()
+
+
+class _Child:
+    """One running sender process and the parent's end of its socketpair."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, owner: ProcessTransport) -> None:
+        self.proc = proc
+        self.protocol = FrameProtocol(
+            functools.partial(owner._received, self), functools.partial(owner._ended, self)
+        )
+        self.started = asyncio.get_running_loop().time()
+        #: Jobs sent to this child and not reported yet.
+        self.outstanding: set[int] = set()
+        self.book = _EndpointBook()
+        self.ended = asyncio.Event()
+
+
+class ProcessTransport:
+    """The courier in a child process (``python -m croupier.dispatch.child``), on a socketpair.
+
+    The child sends with uvloop and the system clock. If it dies, every job it had not
+    reported is reported unsent (the dispatcher releases it, to be claimed again), and a new
+    child starts after a backoff; jobs submitted meanwhile wait for it. The child ends when
+    its end of the socket reaches end-of-stream: at :meth:`close`, or at once when the
+    parent dies, however it dies.
+    """
+
+    def __init__(self, config: CourierConfig, *, log_level: str = "info") -> None:
+        self._config = config
+        self._log_level = log_level
+        self._on_reports: OnReports | None = None
+        self._child: _Child | None = None
+        self._waiting: list[Assignment] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+        self._returncode: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id; None while there is none."""
+        return self._child.proc.pid if self._child is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of the last child that ended (negative: killed by that signal)."""
+        return self._returncode
+
+    async def open(self, on_reports: OnReports) -> None:
+        if self._supervisor is not None:
+            return
+        self._on_reports = on_reports
+        self._closing = False
+        child = await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(child), name="croupier-senders")
+
+    def submit(self, batch: Sequence[Assignment]) -> None:
+        if self._on_reports is None:
+            raise RuntimeError("ProcessTransport.open() must be called first")
+        if self._child is None:
+            # Between a death and its restart: these go to the next child.
+            self._waiting.extend(batch)
+            return
+        self._send(self._child, batch)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._waiting.clear()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+        child, self._child = self._child, None
+        if child is not None:
+            await self._retire(child)
+        self._on_reports = None
+
+    # -- the child's life --------------------------------------------------------------------
+
+    async def _spawn(self) -> _Child:
+        ours, theirs = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                CHILD_MODULE,
+                "--fd",
+                str(theirs.fileno()),
+                "--max-in-flight",
+                str(self._config.max_in_flight),
+                "--endpoint-max-in-flight",
+                str(self._config.endpoint_max_in_flight),
+                "--environment",
+                self._config.environment,
+                "--log-level",
+                self._log_level,
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            # Only the child may hold its end: the parent's copy would hide the child's death.
+            theirs.close()
+        child = _Child(proc, self)
+        try:
+            await asyncio.get_running_loop().create_unix_connection(
+                lambda: child.protocol, sock=ours
+            )
+        except BaseException:
+            ours.close()
+            proc.kill()
+            await proc.wait()
+            raise
+        self._child = child
+        log.info("sender process started", pid=proc.pid)
+        return child
+
+    async def _supervise(self, child: _Child) -> None:
+        delay = _RESTART_FIRST_S
+        while True:
+            await child.ended.wait()
+            code = await self._reap(child)
+            lived = asyncio.get_running_loop().time() - child.started
+            if lived >= _STABLE_S:
+                delay = _RESTART_FIRST_S
+            log.error(
+                "sender process died; its unreported deliveries go back to the queue",
+                pid=child.proc.pid,
+                exit_code=code,
+                restart_in_s=delay,
+            )
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RESTART_MAX_S)
+                try:
+                    child = await self._spawn()
+                    break
+                except Exception:
+                    log.exception("could not start a sender process", retry_in_s=delay)
+            waiting, self._waiting = self._waiting, []
+            if waiting:
+                self._send(child, waiting)
+
+    async def _retire(self, child: _Child) -> None:
+        """End a child on purpose: no more jobs; take its last reports; wait for its exit."""
+        child.protocol.write_eof()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.ended.wait(), _EXIT_WAIT_S)
+        code = await self._reap(child)
+        if code != 0:
+            log.warning("sender process ended badly", pid=child.proc.pid, exit_code=code)
+
+    async def _reap(self, child: _Child) -> int:
+        child.protocol.close()
+        try:
+            code = await asyncio.wait_for(child.proc.wait(), _EXIT_WAIT_S)
+        except TimeoutError:
+            log.warning("sender process did not exit; killing it", pid=child.proc.pid)
+            child.proc.kill()
+            code = await child.proc.wait()
+        await child.protocol.closed
+        self._returncode = code
+        return code
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def _send(self, child: _Child, batch: Sequence[Assignment]) -> None:
+        endpoints: list[WireEndpoint] = [endpoint_to_wire(s) for s in child.book.news(batch)]
+        jobs: list[WireJob] = []
+        for claim, endpoint in batch:
+            jobs.append(job_to_wire(job_of(claim, endpoint)))
+            child.outstanding.add(claim.seq)
+        message: JobsMessage = (endpoints, jobs)
+        child.protocol.send(message)
+
+    def _received(self, child: _Child, message: Any) -> None:
+        reports = reports_from_wire(message)
+        for report in reports:
+            child.outstanding.discard(report.seq)
+        if self._on_reports is not None:
+            self._on_reports(reports)
+
+    def _ended(self, child: _Child) -> None:
+        """The child's stream ended: nothing more will be reported by it."""
+        child.ended.set()
+        if self._child is child:
+            self._child = None
+        if self._closing:
+            return
+        lost = sorted(child.outstanding)
+        child.outstanding.clear()
+        if lost and self._on_reports is not None:
+            # Sent or not, nobody knows: at-least-once says send again.
+            self._on_reports([Report(seq, None, {}) for seq in lost])

@@ -1,0 +1,204 @@
+"""The dispatcher with a sender child process, against real receivers on 127.0.0.1.
+
+The store and the API are the in-process test container's; only the sending happens in a
+child (``python -m croupier.dispatch.child``), as under ``croupier serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from croupier.bootstrap import Container
+from croupier.dispatch.courier import EndpointSpec, Job
+from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
+from croupier.dispatch.transport import CHILD_MODULE, ProcessTransport
+from croupier.dispatch.wire import encode_frame, endpoint_to_wire, job_to_wire
+from croupier.domain.clock import ManualClock
+from croupier.domain.events import Event
+from tests.integration.test_dispatcher import deliveries, make_endpoint, publish
+from tests.support.receiver import Receiver, Reply
+
+DispatcherFactory = Callable[..., tuple[Dispatcher, ProcessTransport]]
+
+
+@pytest.fixture
+async def with_child(container: Container, clock: ManualClock) -> AsyncIterator[DispatcherFactory]:
+    """``dispatcher, transport = with_child(**config)``: a dispatcher over the test store
+    whose sending happens in a child process; stopped after the test."""
+    made: list[Dispatcher] = []
+
+    def make(**config: Any) -> tuple[Dispatcher, ProcessTransport]:
+        settings = DispatcherConfig(**config)
+        transport = ProcessTransport(settings.courier, log_level="warning")
+        dispatcher = Dispatcher(
+            container.dispatcher.queue,
+            clock=clock,
+            config=settings,
+            rng=random.Random(7),
+            transport=transport,
+        )
+        made.append(dispatcher)
+        return dispatcher, transport
+
+    yield make
+    for dispatcher in made:
+        await dispatcher.stop(drain_s=0)
+
+
+async def until(condition: Callable[[], bool], *, within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_a_sender_child_sends_signed_requests_that_verify_and_are_recorded(
+    client: httpx.AsyncClient, with_child: DispatcherFactory, receiver: Receiver
+) -> None:
+    dispatcher, transport = with_child()
+    ep = await make_endpoint(client, receiver.url(), headers={"X-Operator-Key": "s3cret"})
+    event_ids = [await publish(client, n, ordering_key=f"p{n}") for n in range(3)]
+    assert await dispatcher.run_until_idle() == 3
+    pid = transport.pid
+    assert pid is not None and pid != os.getpid()
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(event_ids)
+    for req in receiver.requests:
+        Webhook(ep["secret"]).verify(req.body, req.headers)
+        assert req.headers["x-operator-key"] == "s3cret"
+        assert orjson.loads(req.body)["meta"]["attempt"] == 1
+    rows = await deliveries(client)
+    assert {r["status"] for r in rows} == {"succeeded"}
+    detail = (await client.get(f"/v1/deliveries/{rows[0]['id']}")).json()
+    [attempt] = detail["attempt_log"]
+    assert attempt["status_code"] == 200
+    assert attempt["request_headers"]["X-Operator-Key"] == "[redacted]"
+    await transport.close()
+    assert transport.returncode == 0
+    assert gone(pid)
+
+
+async def test_killing_the_sender_child_mid_batch_loses_no_delivery_and_it_is_replaced(
+    client: httpx.AsyncClient, with_child: DispatcherFactory
+) -> None:
+    receiver = await Receiver.start(lambda _p, _n: Reply(delay_s=0.3))
+    try:
+        # A lease far longer than the test: the deliveries must come back by release.
+        dispatcher, transport = with_child(lease_ms=600_000, max_in_flight=8)
+        await make_endpoint(client, receiver.url())
+        event_ids = {await publish(client, n) for n in range(40)}
+        await dispatcher.start()
+        await until(lambda: len(receiver.requests) >= 4, within_s=10, what="requests in flight")
+        first = transport.pid
+        assert first is not None
+        before_kill = {r.headers["webhook-id"] for r in receiver.requests}
+        os.kill(first, signal.SIGKILL)
+        await until(
+            lambda: {r.headers["webhook-id"] for r in receiver.requests} == event_ids,
+            within_s=20,
+            what="every event, after the kill",
+        )
+        for _ in range(200):
+            rows = await deliveries(client)
+            if {r["status"] for r in rows} == {"succeeded"}:
+                break
+            await asyncio.sleep(0.05)
+        assert len(rows) == 40
+        assert {r["status"] for r in rows} == {"succeeded"}
+        assert transport.returncode == -signal.SIGKILL
+        assert transport.pid not in (None, first)
+        copies = Counter(r.headers["webhook-id"] for r in receiver.requests)
+        repeated = {event_id for event_id, n in copies.items() if n > 1}
+        assert repeated <= before_kill, "only what the dead child had sent may come twice"
+        assert max(copies.values()) <= 2
+    finally:
+        await receiver.stop()
+
+
+async def test_a_graceful_stop_records_what_the_child_had_in_flight_and_the_child_exits_0(
+    client: httpx.AsyncClient, with_child: DispatcherFactory
+) -> None:
+    receiver = await Receiver.start(lambda _p, _n: Reply(delay_s=0.5))
+    try:
+        dispatcher, transport = with_child()
+        await make_endpoint(client, receiver.url())
+        for n in range(3):
+            await publish(client, n)
+        await dispatcher.start()
+        await until(lambda: len(receiver.requests) == 3, within_s=10, what="3 requests")
+        pid = transport.pid
+        assert pid is not None
+        started = time.monotonic()
+        await dispatcher.stop(drain_s=10)
+        assert time.monotonic() - started < 5, "the drain ends when the sends do"
+        rows = await deliveries(client)
+        assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 3
+        assert transport.returncode == 0
+        assert gone(pid)
+    finally:
+        await receiver.stop()
+
+
+async def test_the_sender_child_ignores_ctrl_c_and_exits_when_its_parent_end_closes() -> None:
+    slow = await Receiver.start(lambda _p, _n: Reply(delay_s=3.0))
+    ours, theirs = socket.socketpair()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        CHILD_MODULE,
+        "--fd",
+        str(theirs.fileno()),
+        "--max-in-flight",
+        "4",
+        "--endpoint-max-in-flight",
+        "4",
+        "--environment",
+        "test",
+        "--log-level",
+        "warning",
+        pass_fds=(theirs.fileno(),),
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    theirs.close()
+    try:
+        event = Event("evt_1", "ten_1", "PLAYER_OPTED_IN", "1.0.0", b"{}", 1, 1)
+        spec = EndpointSpec("ep_1", 1, slow.url(), {}, 60_000, "standard", ("whsec_" + "A" * 32,))
+        job = Job(1, "dlv_1", 1, "ep_1", 1, event)
+        ours.sendall(encode_frame(([endpoint_to_wire(spec)], [job_to_wire(job)])))
+        await slow.wait_for(1, within_s=10)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        assert proc.returncode is None, "Ctrl-C is the parent's to handle"
+        # As when the parent dies: its end of the socket closes, with a request in flight.
+        ours.close()
+        closed_at = time.monotonic()
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+        assert time.monotonic() - closed_at < 1.5, "it must not wait for the request"
+    finally:
+        ours.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await slow.stop()
