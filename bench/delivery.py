@@ -1047,7 +1047,8 @@ class Children:
 
 
 class CpuMeter:
-    """CPU seconds that processes use from now until :meth:`stop` (Linux /proc)."""
+    """CPU seconds that processes use from now until :meth:`stop` (Linux /proc). Each
+    process counts with its live descendants: croupier's sender child belongs to it."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -1065,6 +1066,22 @@ class CpuMeter:
 
 
 def _cpu_seconds(pid: int) -> float | None:
+    own = _own_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_own_cpu_seconds(child) or 0.0 for child in _descendants(pid))
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            for child in map(int, children.read_text().split()):
+                found += [child, *_descendants(child)]
+    return found
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
