@@ -1047,28 +1047,33 @@ class Children:
 
 
 class CpuMeter:
-    """CPU seconds that processes use from now until :meth:`stop` (Linux /proc). Each
-    process counts with its live descendants: croupier's sender child belongs to it."""
+    """CPU seconds that processes use from now until :meth:`stop` (Linux /proc).
+
+    ``croupier`` counts with its live descendants (its sender child), and is also reported
+    alone as ``croupier_main``; every other process counts alone.
+    """
 
     def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+        self.pids = dict(pids)
+        if "croupier" in pids:
+            self.pids["croupier_main"] = pids["croupier"]
         self._t0 = time.monotonic()
-        self._start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        self._start = {name: _cpu_seconds(name, pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self._t0
         out: dict[str, Any] = {"wall_s": wall}
         for name, pid in self.pids.items():
-            before, after = self._start.get(name), _cpu_seconds(pid)
+            before, after = self._start.get(name), _cpu_seconds(name, pid)
             if before is not None and after is not None and wall > 0:
                 out[name] = {"cpu_s": after - before, "cores": (after - before) / wall}
         return out
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def _cpu_seconds(name: str, pid: int) -> float | None:
     own = _own_cpu_seconds(pid)
-    if own is None:
-        return None
+    if own is None or name != "croupier":
+        return own
     return own + sum(_own_cpu_seconds(child) or 0.0 for child in _descendants(pid))
 
 
