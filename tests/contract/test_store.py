@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -23,9 +24,10 @@ from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
 from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, Outcome
 from croupier.store.engine import Database
+from croupier.store.prepared import Prepared
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore, SqlUnitOfWork
-from croupier.store.tables import metadata
+from croupier.store.tables import metadata, tenants
 
 T0 = 1_700_000_000_000
 
@@ -492,3 +494,20 @@ async def test_delivery_pages_are_newest_first(store: SqlStore, limit: int) -> N
         return seen
 
     assert await store.run(check, write=False) == ["e3", "e2", "e1", "e0"]
+
+
+async def test_a_prepared_statement_refuses_parameters_named_out_of_order(db: Database) -> None:
+    columns = ("id", "name", "created_at")
+    statement = sa.insert(tenants).values({c: sa.bindparam(c) for c in columns})
+    wrong = Prepared(statement, ("name", "id", "created_at"))
+    with pytest.raises(ValueError, match="not in the order"):
+        await db.run(lambda conn: wrong.executemany(conn, [("n", "t", T0)]))
+    right = Prepared(statement, columns)
+    await db.run(lambda conn: right.executemany(conn, [("t1", "one", T0), ("t2", "two", T0)]))
+    assert await store_names(db) == ["one", "two"]
+
+
+async def store_names(db: Database) -> list[str]:
+    return await SqlStore(db).run(
+        lambda uow: [t.name for t in uow.tenants.page(limit=10, after=None)], write=False
+    )

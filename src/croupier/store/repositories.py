@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, and_, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -30,6 +30,7 @@ from croupier.services.ports import (
 )
 from croupier.store import tables as t
 from croupier.store.engine import Database
+from croupier.store.prepared import Prepared
 
 T = TypeVar("T")
 
@@ -341,31 +342,56 @@ class SqlEventRepo:
         return [event_from_row(r) for r in self.conn.execute(q)]
 
 
+_DELIVERY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "event_seq",
+    "event_id",
+    "endpoint_id",
+    "event_type",
+    "status",
+    "due_at",
+    "ordered_key",
+    "created_at",
+    "updated_at",
+)
+#: One row per (event, endpoint) of a publish: a new delivery, due now, no attempt yet.
+_INSERT_DELIVERIES = Prepared(
+    insert(t.deliveries)
+    .values(
+        {
+            **{name: bindparam(name) for name in _DELIVERY_COLUMNS},
+            "attempts": literal_column("0"),
+            "cycle_start": literal_column("0"),
+        }
+    )
+    .inline(),
+    _DELIVERY_COLUMNS,
+)
+
+
 class SqlDeliveryRepo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def add_many(self, deliveries: Sequence[tuple[Event, NewDelivery]], now_ms: int) -> None:
-        if not deliveries:
-            return
-        self.conn.execute(
-            insert(t.deliveries),
+        pending = DeliveryStatus.PENDING.value
+        _INSERT_DELIVERIES.executemany(
+            self.conn,
             [
-                {
-                    "id": d.id,
-                    "tenant_id": event.tenant_id,
-                    "event_seq": event.seq,
-                    "event_id": event.id,
-                    "endpoint_id": d.endpoint_id,
-                    "event_type": event.type,
-                    "status": DeliveryStatus.PENDING.value,
-                    "attempts": 0,
-                    "cycle_start": 0,
-                    "due_at": now_ms,
-                    "ordered_key": d.ordered_key,
-                    "created_at": now_ms,
-                    "updated_at": now_ms,
-                }
+                (
+                    d.id,
+                    event.tenant_id,
+                    event.seq,
+                    event.id,
+                    d.endpoint_id,
+                    event.type,
+                    pending,
+                    now_ms,
+                    d.ordered_key,
+                    now_ms,
+                    now_ms,
+                )
                 for event, d in deliveries
             ],
         )
@@ -596,20 +622,18 @@ def endpoint_from_row(row: Row[Any]) -> Endpoint:
     )
 
 
-def event_from_row(row: Row[Any], prefix: str = "") -> Event:
-    """An event from a row of ``events``, or from columns named ``{prefix}{column}``."""
-    m = row._mapping
+def event_from_row(row: Row[Any]) -> Event:
     return Event(
-        seq=m[f"{prefix}seq"],
-        id=m[f"{prefix}id"],
-        tenant_id=m[f"{prefix}tenant_id"],
-        type=m[f"{prefix}type"],
-        schema_version=m[f"{prefix}schema_version"],
-        data_json=m[f"{prefix}data"].encode(),
-        ordering_key=m[f"{prefix}ordering_key"],
-        occurred_at_ms=m[f"{prefix}occurred_at"],
-        created_at_ms=m[f"{prefix}created_at"],
-        trace_id=m[f"{prefix}trace_id"],
+        seq=row.seq,
+        id=row.id,
+        tenant_id=row.tenant_id,
+        type=row.type,
+        schema_version=row.schema_version,
+        data_json=row.data.encode(),
+        ordering_key=row.ordering_key,
+        occurred_at_ms=row.occurred_at,
+        created_at_ms=row.created_at,
+        trace_id=row.trace_id,
     )
 
 
