@@ -1,0 +1,105 @@
+"""The courier's limits and turn-taking, with a sender that only counts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+
+from croupier.dispatch.courier import Courier, CourierConfig, EndpointSpec, Job, Report
+from croupier.dispatch.sender import HttpSender
+from croupier.domain.clock import ManualClock
+from croupier.domain.deliveries import AttemptResult
+from croupier.domain.events import Event
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class CountingSender(HttpSender):
+    """Answers 200 once released, and remembers how many requests ran at once."""
+
+    def __init__(self) -> None:
+        super().__init__(max_connections=1)
+        self.running: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.peak_total = 0
+        self.order: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        timeout_ms: int,
+        started_at_ms: int,
+    ) -> AttemptResult:
+        self.running[url] += 1
+        self.peak[url] = max(self.peak[url], self.running[url])
+        self.peak_total = max(self.peak_total, sum(self.running.values()))
+        self.order.append(url)
+        await self.gate.wait()
+        await asyncio.sleep(0)
+        self.running[url] -= 1
+        return AttemptResult(started_at_ms=started_at_ms, duration_ms=0.1, status_code=200)
+
+
+def spec(name: str) -> EndpointSpec:
+    return EndpointSpec(name, 1, name, {}, 1000, "standard", (SECRET,))
+
+
+def job(seq: int, endpoint: str) -> Job:
+    event = Event(
+        id=f"evt_{seq}",
+        tenant_id="t",
+        type="x",
+        schema_version="1.0.0",
+        data_json=b"{}",
+        occurred_at_ms=0,
+        created_at_ms=0,
+    )
+    return Job(seq, f"dlv_{seq}", 1, endpoint, 1, event)
+
+
+async def run(config: CourierConfig, jobs: list[Job]) -> tuple[CountingSender, list[Report]]:
+    sender = CountingSender()
+    reports: list[Report] = []
+    done = asyncio.Event()
+
+    def on_reports(batch: list[Report]) -> None:
+        reports.extend(batch)
+        if len(reports) >= len(jobs):
+            done.set()
+
+    courier = Courier(sender, clock=ManualClock(), config=config, on_reports=on_reports)
+    courier.learn([spec("a"), spec("b"), spec("c")])
+    courier.submit(jobs)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    sender.gate.set()
+    async with asyncio.timeout(5):
+        await done.wait()
+    return sender, reports
+
+
+async def test_every_job_is_reported_once_within_both_limits() -> None:
+    jobs = [job(i, "abc"[i % 3]) for i in range(60)]
+    sender, reports = await run(CourierConfig(max_in_flight=5, endpoint_max_in_flight=2), jobs)
+    assert sorted(r.seq for r in reports) == list(range(60))
+    assert all(r.result is not None and r.result.status_code == 200 for r in reports)
+    assert max(sender.peak.values()) == 2
+    assert sender.peak_total == 5
+
+
+async def test_an_endpoint_with_a_backlog_takes_turns_with_one_that_waits_for_a_slot() -> None:
+    jobs = [job(i, "a") for i in range(20)] + [job(100, "b")]
+    sender, _ = await run(CourierConfig(max_in_flight=2, endpoint_max_in_flight=2), jobs)
+    # b found both slots taken by a; it goes as soon as one of a's requests ends.
+    assert sender.order.index("b") <= 3
+
+
+async def test_a_job_for_an_endpoint_the_courier_does_not_know_is_reported_unsent() -> None:
+    jobs = [job(1, "a"), Job(2, "dlv_2", 1, "zzz", 1, job(2, "a").event)]
+    _, reports = await run(CourierConfig(), jobs)
+    assert {r.seq: r.result is None for r in reports} == {1: False, 2: True}
