@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import Counter
 from collections.abc import Sequence
 
 import orjson
@@ -12,17 +13,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from croupier.domain.deliveries import (
-    Attempt,
-    AttemptResult,
-    Decision,
-    DeliveryStatus,
-)
+from croupier.domain.deliveries import Attempt, AttemptResult, Decision, DeliveryStatus
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
-from croupier.services.ports import DeliveryFilter, NewDelivery, NewEvent, Outcome
+from croupier.services.ports import Claim, DeliveryFilter, NewDelivery, NewEvent, Outcome
 from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
 from croupier.store.queue import SqlDeliveryQueue
@@ -87,8 +83,7 @@ async def publish(
         [seq] = uow.events.add_many([new(ev)])
         stored = dataclasses.replace(ev, seq=seq)
         uow.deliveries.add_many(
-            [(stored, NewDelivery(f"dlv_{ev.id}_{ep}", ep, key)) for ep, key in endpoints],
-            now,
+            [(stored, NewDelivery(f"dlv_{ev.id}_{ep}", ep, key)) for ep, key in endpoints], now
         )
         return stored
 
@@ -99,14 +94,32 @@ async def insert(store: SqlStore, *events: NewEvent) -> list[int]:
     return await store.run(lambda uow: uow.events.add_many(events))
 
 
+async def claim(
+    queue: SqlDeliveryQueue,
+    owner: str,
+    *,
+    now_ms: int,
+    limit: int,
+    lease_ms: int,
+    skip: Sequence[str] = (),
+) -> list[Claim]:
+    """A claim with room for everything except the endpoints in ``skip``."""
+    batch = await queue.claim(
+        owner,
+        now_ms=now_ms,
+        limit=limit,
+        lease_ms=lease_ms,
+        rooms={endpoint: 0 for endpoint in skip},
+        default_room=limit,
+    )
+    return batch.claims
+
+
 def new(ev: Event, *, key: str | None = None, fingerprint: str = "f") -> NewEvent:
     return NewEvent(event=ev, fingerprint=fingerprint, idempotency_key=key, delivery_count=1)
 
 
-def outcome_for(claim: object, status: DeliveryStatus, due: int | None, code: int = 200) -> Outcome:
-    from croupier.services.ports import Claim
-
-    assert isinstance(claim, Claim)
+def outcome_for(claim: Claim, status: DeliveryStatus, due: int | None, code: int = 200) -> Outcome:
     result = AttemptResult(
         started_at_ms=T0,
         duration_ms=2.5,
@@ -256,14 +269,12 @@ async def test_a_claim_leases_only_due_deliveries_once(
     await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     await publish(store, event("a", "now"), [("ep_1", None)], now=T0)
     await publish(store, event("a", "later"), [("ep_1", None)], now=T0 + 5_000)
-    claims = await queue.claim("w1", now_ms=T0 + 1, limit=10, lease_ms=1000, exclude_endpoints=[])
+    claims = await claim(queue, "w1", now_ms=T0 + 1, limit=10, lease_ms=1000)
     assert [c.event.id for c in claims] == ["now"]
     assert claims[0].endpoint_version == 1 and claims[0].attempts == 0
-    assert (
-        await queue.claim("w2", now_ms=T0 + 2, limit=10, lease_ms=1000, exclude_endpoints=[]) == []
-    )
+    assert await claim(queue, "w2", now_ms=T0 + 2, limit=10, lease_ms=1000) == []
     # the lease runs out: someone else may take it
-    again = await queue.claim("w2", now_ms=T0 + 1002, limit=10, lease_ms=1000, exclude_endpoints=[])
+    again = await claim(queue, "w2", now_ms=T0 + 1002, limit=10, lease_ms=1000)
     assert [c.event.id for c in again] == ["now"]
 
 
@@ -280,10 +291,29 @@ async def test_claims_skip_excluded_disabled_and_deleted_endpoints(
         uow.endpoints.delete("a", "ep_3", T0)
 
     await store.run(change)
-    none = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=["ep_1"])
+    none = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=1000, skip=["ep_1"])
     assert none == []
-    claims = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
+    claims = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=1000)
     assert [c.endpoint_id for c in claims] == ["ep_1"]
+
+
+async def test_a_claim_leases_no_more_for_an_endpoint_than_its_room(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a", endpoints=[endpoint("a", ep) for ep in ("ep_1", "ep_2", "ep_3")])
+    for i in range(5):
+        await publish(store, event("a", f"e{i}"), [("ep_1", None), ("ep_2", None), ("ep_3", None)])
+    batch = await queue.claim(
+        "w", now_ms=T0, limit=15, lease_ms=1000, rooms={"ep_1": 2, "ep_2": 0}, default_room=4
+    )
+    taken = Counter(c.endpoint_id for c in batch.claims)
+    assert taken == {"ep_1": 2, "ep_3": 4}
+    assert not batch.more, "the 10 due rows it could look at were fewer than its limit"
+    # What was not taken is still due, for the next claim.
+    rest = await claim(queue, "x", now_ms=T0, limit=15, lease_ms=1000)
+    assert Counter(c.endpoint_id for c in rest) == {"ep_1": 3, "ep_2": 5, "ep_3": 1}
+    more = await queue.claim("y", now_ms=T0 + 5000, limit=3, lease_ms=1, rooms={}, default_room=9)
+    assert more.more and len(more.claims) == 3
 
 
 async def test_an_ordered_key_releases_one_delivery_at_a_time(
@@ -292,26 +322,20 @@ async def test_an_ordered_key_releases_one_delivery_at_a_time(
     await seed(store, "a", endpoints=[endpoint("a", "ep_o", ordered=True)])
     for i, key in enumerate(["k1", "k1", "k2", "k1"]):
         await publish(store, event("a", f"e{i}", key=key), [("ep_o", key)])
-    first = await queue.claim("w", now_ms=T0, limit=10, lease_ms=60_000, exclude_endpoints=[])
+    first = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=60_000)
     assert sorted(c.event.id for c in first) == ["e0", "e2"]
     head = next(c for c in first if c.event.id == "e0")
     # the head fails and waits 10 s: its key stays blocked, the other key moves on
     await queue.record("w", [outcome_for(head, DeliveryStatus.FAILED, T0 + 10_000, 500)], T0)
     k2 = next(c for c in first if c.event.id == "e2")
     await queue.record("w", [outcome_for(k2, DeliveryStatus.SUCCEEDED, None)], T0)
-    assert (
-        await queue.claim("w", now_ms=T0 + 1, limit=10, lease_ms=60_000, exclude_endpoints=[]) == []
-    )
-    retry = await queue.claim(
-        "w", now_ms=T0 + 10_000, limit=10, lease_ms=60_000, exclude_endpoints=[]
-    )
+    assert await claim(queue, "w", now_ms=T0 + 1, limit=10, lease_ms=60_000) == []
+    retry = await claim(queue, "w", now_ms=T0 + 10_000, limit=10, lease_ms=60_000)
     assert [c.event.id for c in retry] == ["e0"]
     assert retry[0].attempts == 1
     await queue.record("w", [outcome_for(retry[0], DeliveryStatus.DEAD, None, 500)], T0 + 10_000)
     # a dead head no longer blocks its key
-    nxt = await queue.claim(
-        "w", now_ms=T0 + 10_001, limit=10, lease_ms=60_000, exclude_endpoints=[]
-    )
+    nxt = await claim(queue, "w", now_ms=T0 + 10_001, limit=10, lease_ms=60_000)
     assert [c.event.id for c in nxt] == ["e1"]
 
 
@@ -320,11 +344,11 @@ async def test_recording_outcomes_updates_deliveries_and_keeps_attempts(
 ) -> None:
     await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     await publish(store, event("a", "e"), [("ep_1", None)])
-    [claim] = await queue.claim("w", now_ms=T0, limit=10, lease_ms=1000, exclude_endpoints=[])
-    await queue.record("w", [outcome_for(claim, DeliveryStatus.SUCCEEDED, None, 204)], T0 + 5)
+    [claimed] = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=1000)
+    await queue.record("w", [outcome_for(claimed, DeliveryStatus.SUCCEEDED, None, 204)], T0 + 5)
 
     def check(uow: SqlUnitOfWork) -> None:
-        d = uow.deliveries.get("a", claim.id)
+        d = uow.deliveries.get("a", claimed.id)
         assert d is not None
         assert (d.status, d.attempts, d.last_status_code) == (DeliveryStatus.SUCCEEDED, 1, 204)
         [attempt] = uow.deliveries.attempts("a", d.seq)
@@ -341,8 +365,8 @@ async def test_an_outcome_from_a_lost_lease_is_logged_but_does_not_overwrite(
 ) -> None:
     await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     await publish(store, event("a", "e"), [("ep_1", None)])
-    [old] = await queue.claim("w1", now_ms=T0, limit=1, lease_ms=10, exclude_endpoints=[])
-    [new] = await queue.claim("w2", now_ms=T0 + 11, limit=1, lease_ms=1000, exclude_endpoints=[])
+    [old] = await claim(queue, "w1", now_ms=T0, limit=1, lease_ms=10)
+    [new] = await claim(queue, "w2", now_ms=T0 + 11, limit=1, lease_ms=1000)
     await queue.record("w2", [outcome_for(new, DeliveryStatus.SUCCEEDED, None)], T0 + 20)
     late = outcome_for(old, DeliveryStatus.FAILED, T0 + 99, 500)
     late = dataclasses.replace(late, attempt=dataclasses.replace(late.attempt, id="att_late"))
@@ -362,17 +386,14 @@ async def test_leases_can_be_renewed_released_and_cleared(
     await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     for i in range(3):
         await publish(store, event("a", f"e{i}"), [("ep_1", None)])
-    claims = await queue.claim("w", now_ms=T0, limit=10, lease_ms=100, exclude_endpoints=[])
+    claims = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=100)
     assert len(claims) == 3
     await queue.renew("w", [claims[0].seq], T0 + 10_000)
     await queue.release("w", [claims[1].seq])
-    back = await queue.claim("x", now_ms=T0 + 200, limit=10, lease_ms=100, exclude_endpoints=[])
+    back = await claim(queue, "x", now_ms=T0 + 200, limit=10, lease_ms=100)
     assert sorted(c.event.id for c in back) == ["e1", "e2"]
     assert await queue.release_all() == 3
-    assert (
-        len(await queue.claim("y", now_ms=T0 + 200, limit=10, lease_ms=100, exclude_endpoints=[]))
-        == 3
-    )
+    assert len(await claim(queue, "y", now_ms=T0 + 200, limit=10, lease_ms=100)) == 3
 
 
 async def test_replay_restarts_matching_deliveries_in_chunks(
@@ -381,7 +402,7 @@ async def test_replay_restarts_matching_deliveries_in_chunks(
     await seed(store, "a", endpoints=[endpoint("a", "ep_1")])
     for i in range(5):
         await publish(store, event("a", f"e{i}"), [("ep_1", None)], now=T0 + i)
-    claims = await queue.claim("w", now_ms=T0 + 10, limit=10, lease_ms=100, exclude_endpoints=[])
+    claims = await claim(queue, "w", now_ms=T0 + 10, limit=10, lease_ms=100)
     await queue.record(
         "w",
         [
@@ -427,7 +448,7 @@ async def test_replay_restarts_matching_deliveries_in_chunks(
         assert sorted(d.event_id for d in pending) == ["e1", "e2", "e3"]
 
     await store.run(check_2, write=False)
-    again = await queue.claim("w", now_ms=T0 + 50, limit=10, lease_ms=100, exclude_endpoints=[])
+    again = await claim(queue, "w", now_ms=T0 + 50, limit=10, lease_ms=100)
     assert {c.event.id for c in again} == {"e1", "e2", "e3"}
     # a replay starts a fresh retry cycle: the attempt count goes on, the schedule restarts
     assert {(c.attempts, c.cycle_start) for c in again} == {(1, 1)}
@@ -438,7 +459,7 @@ async def test_cancel_open_only_touches_open_deliveries_of_that_endpoint(
 ) -> None:
     await seed(store, "a", endpoints=[endpoint("a", "ep_1"), endpoint("a", "ep_2")])
     await publish(store, event("a", "e0"), [("ep_1", None), ("ep_2", None)])
-    [first] = await queue.claim("w", now_ms=T0, limit=1, lease_ms=100, exclude_endpoints=["ep_2"])
+    [first] = await claim(queue, "w", now_ms=T0, limit=1, lease_ms=100, skip=["ep_2"])
     await queue.record("w", [outcome_for(first, DeliveryStatus.SUCCEEDED, None)], T0)
     await publish(store, event("a", "e1"), [("ep_1", None), ("ep_2", None)])
 

@@ -216,30 +216,24 @@ class Dispatcher:
             return 0
         limit = min(self.config.claim_batch, room)
         cap = self.config.endpoint_held_limit
-        full = [ep for ep, n in self._endpoint_held.items() if n >= cap]
-        claims = await self.queue.claim(
+        claimed = await self.queue.claim(
             self.owner,
             now_ms=self.clock.now_ms(),
             limit=limit,
             lease_ms=self.config.lease_ms,
-            exclude_endpoints=full,
+            rooms={ep: cap - n for ep, n in self._endpoint_held.items()},
+            default_room=cap,
         )
         # A full batch means more may be due right now: claim again as soon as there is room.
-        self._backlog = len(claims) == limit
-        self._blocked = set(full)
-        if not claims:
-            return 0
-        await self._refresh_endpoints(claims)
-        excess: list[int] = []
+        self._backlog = claimed.more
+        claims = claimed.claims
+        if claims:
+            await self._refresh_endpoints(claims)
         batch: list[Assignment] = []
         for claim in claims:
             if claim.seq in self._held:
                 # Its lease ran out while this process still sends it (a stalled heartbeat):
                 # the claim just renewed the lease; sending it again would be a duplicate.
-                continue
-            if self._endpoint_held[claim.endpoint_id] >= cap:
-                excess.append(claim.seq)
-                self._blocked.add(claim.endpoint_id)
                 continue
             self._held[claim.seq] = claim
             self._endpoint_held[claim.endpoint_id] += 1
@@ -255,9 +249,8 @@ class Dispatcher:
         if batch:
             self._all_reported.clear()
             self.transport.submit(batch)
-        if excess:
-            # One endpoint filled its share; hand the rest back so others are not starved.
-            await self.queue.release(self.owner, excess)
+        # Endpoints at their share may have more due: see _flush.
+        self._blocked = {ep for ep, n in self._endpoint_held.items() if n >= cap}
         return len(batch)
 
     async def _refresh_endpoints(self, claims: Sequence[Claim]) -> None:

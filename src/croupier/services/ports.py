@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -66,6 +66,15 @@ class Claim:
     event: Event
     #: Set when the endpoint delivers in order: the next of this key waits for this one.
     ordered_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    """What one claim leased, in ``seq`` order. ``more`` is True when the claim stopped at its
+    limit, so more may be due right now."""
+
+    claims: list[Claim]
+    more: bool
 
 
 @dataclass(frozen=True)
@@ -214,8 +223,13 @@ class DeliveryQueue(Protocol):
         now_ms: int,
         limit: int,
         lease_ms: int,
-        exclude_endpoints: Sequence[str],
-    ) -> list[Claim]: ...
+        rooms: Mapping[str, int],
+        default_room: int,
+    ) -> ClaimBatch:
+        """Lease up to ``limit`` due deliveries, oldest due first, at most ``rooms[e]`` for
+        endpoint ``e`` (``default_room`` for an endpoint not named; 0 skips it)."""
+        ...
+
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]: ...
     async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None: ...
     async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None: ...

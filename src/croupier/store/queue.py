@@ -9,7 +9,7 @@ side by side; on SQLite one process owns the file.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -29,10 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from croupier.domain.deliveries import DeliveryStatus
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.events import Event
-from croupier.services.ports import Claim, Outcome
+from croupier.services.ports import Claim, ClaimBatch, Outcome
 from croupier.store import tables as t
 from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
@@ -40,6 +39,7 @@ from croupier.store.repositories import endpoint_from_row
 
 #: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
 _OPEN = text("deliveries.status IN ('pending', 'failed')")
+_OPEN_HEAD = text("head.status IN ('pending', 'failed')")
 _CHUNK = 500
 #: The event's columns a claim returns, after its own: ``_claim`` reads them by position.
 _EVENT_FIELDS = (
@@ -69,18 +69,23 @@ class SqlDeliveryQueue:
         now_ms: int,
         limit: int,
         lease_ms: int,
-        exclude_endpoints: Sequence[str],
-    ) -> list[Claim]:
-        statement = _claim_statement(self._pg, excluding=bool(exclude_endpoints))
-        params: dict[str, Any] = {
-            "now": now_ms,
-            "until": now_ms + lease_ms,
-            "owner": owner,
-            "limit": limit,
-        }
-        if exclude_endpoints:
-            params["excluded"] = list(exclude_endpoints)
-        return await self.db.run(partial(_claim, statement, params))
+        rooms: Mapping[str, int],
+        default_room: int,
+    ) -> ClaimBatch:
+        excluded = sorted(endpoint for endpoint, room in rooms.items() if room <= 0)
+        params: dict[str, Any] = {"now": now_ms, "limit": limit}
+        if excluded:
+            params["excluded"] = excluded
+        return await self.db.run(
+            partial(
+                _claim,
+                _due_statement(self._pg, excluding=bool(excluded)),
+                params,
+                dict(rooms),
+                default_room,
+                {"until": now_ms + lease_ms, "owner": owner},
+            )
+        )
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
         return await self.db.run(partial(_endpoints, list(endpoint_ids)), write=False)
@@ -102,9 +107,9 @@ class SqlDeliveryQueue:
 
 
 @functools.cache
-def _claim_statement(pg: bool, *, excluding: bool) -> Any:
-    """The claim, built once per shape: building this statement cost more CPU than
-    running it. Its values are bound at execution."""
+def _due_statement(pg: bool, *, excluding: bool) -> Any:
+    """Due deliveries, oldest due first: the candidates of a claim. Built once per shape
+    (building it cost more CPU than running it); its values are bound at execution."""
     d = t.deliveries.c
     e = t.endpoints.c
     head = t.deliveries.alias("head")
@@ -114,10 +119,10 @@ def _claim_statement(pg: bool, *, excluding: bool) -> Any:
         head.c.endpoint_id == d.endpoint_id,
         head.c.ordered_key == d.ordered_key,
         head.c.seq < d.seq,
-        head.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]),
+        _OPEN_HEAD,
     )
     due = (
-        select(d.seq)
+        select(d.seq, d.endpoint_id)
         .select_from(t.deliveries.join(t.endpoints, e.id == d.endpoint_id))
         .where(
             _OPEN,
@@ -133,10 +138,18 @@ def _claim_statement(pg: bool, *, excluding: bool) -> Any:
     if excluding:
         due = due.where(d.endpoint_id.not_in(bindparam("excluded", expanding=True)))
     if pg:
+        # Another worker skips what this one is looking at, until this claim commits.
         due = due.with_for_update(of=t.deliveries, skip_locked=True)
+    return due
+
+
+@functools.cache
+def _lease_statement() -> Any:
+    """Lease the chosen deliveries; the event and the endpoint's version come back with
+    them, as scalar subqueries in RETURNING: one statement instead of three."""
+    d = t.deliveries.c
+    e = t.endpoints.c
     ev = t.events.c
-    # The event and the endpoint's version come back with the claim itself, as scalar
-    # subqueries in RETURNING: one statement per claim instead of three.
     event_col = {
         name: select(getattr(ev, name)).where(ev.seq == d.event_seq).scalar_subquery()
         for name in _EVENT_FIELDS
@@ -144,7 +157,7 @@ def _claim_statement(pg: bool, *, excluding: bool) -> Any:
     version = select(e.version).where(e.id == d.endpoint_id).scalar_subquery()
     return (
         update(t.deliveries)
-        .where(d.seq.in_(due.scalar_subquery()))
+        .where(d.seq.in_(bindparam("chosen", expanding=True)))
         .values(
             lease_until=bindparam("until", type_=BigInteger),
             lease_owner=bindparam("owner", type_=String),
@@ -163,7 +176,26 @@ def _claim_statement(pg: bool, *, excluding: bool) -> Any:
     )
 
 
-def _claim(statement: Any, params: dict[str, Any], conn: Connection) -> list[Claim]:
+def _claim(
+    due: Any,
+    params: dict[str, Any],
+    rooms: dict[str, int],
+    default_room: int,
+    lease: dict[str, Any],
+    conn: Connection,
+) -> ClaimBatch:
+    # Choose here, per endpoint, rather than lease rows an endpoint has no room for and
+    # hand them back: under a backlog that wasted two rows of every three leased.
+    candidates = conn.execute(due, params).all()
+    chosen: list[int] = []
+    for seq, endpoint_id in candidates:
+        room = rooms.get(endpoint_id, default_room)
+        if room > 0:
+            rooms[endpoint_id] = room - 1
+            chosen.append(seq)
+    more = len(candidates) == params["limit"]
+    if not chosen:
+        return ClaimBatch([], more)
     # Rows are read by position, in the order of the statement's RETURNING: this runs
     # for every delivery, and reading by name cost as much as the query.
     claims = [
@@ -188,10 +220,10 @@ def _claim(statement: Any, params: dict[str, Any], conn: Connection) -> list[Cla
                 trace_id=r[16],
             ),
         )
-        for r in conn.execute(statement, params).all()
+        for r in conn.execute(_lease_statement(), {**lease, "chosen": chosen}).all()
     ]
     claims.sort(key=lambda c: c.seq)
-    return claims
+    return ClaimBatch(claims, more)
 
 
 def _endpoints(endpoint_ids: list[str], conn: Connection) -> dict[str, Endpoint]:
