@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     bindparam,
     exists,
+    func,
     insert,
     null,
     or_,
@@ -37,9 +38,10 @@ from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
 from croupier.store.repositories import endpoint_from_row
 
-#: Written as a literal so that SQLite and PostgreSQL match the partial index on it.
-_OPEN = text("deliveries.status IN ('pending', 'failed')")
+#: Written as literals so that SQLite and PostgreSQL match the partial indexes on them.
 _OPEN_HEAD = text("head.status IN ('pending', 'failed')")
+_FREE = text("deliveries.status IN ('pending', 'failed') AND deliveries.lease_owner IS NULL")
+_LEASED = text("deliveries.status IN ('pending', 'failed') AND deliveries.lease_owner IS NOT NULL")
 _CHUNK = 500
 #: The event's columns a claim returns, after its own: ``_claim`` reads them by position.
 _EVENT_FIELDS = (
@@ -72,15 +74,12 @@ class SqlDeliveryQueue:
         rooms: Mapping[str, int],
         default_room: int,
     ) -> ClaimBatch:
-        excluded = sorted(endpoint for endpoint, room in rooms.items() if room <= 0)
-        params: dict[str, Any] = {"now": now_ms, "limit": limit}
-        if excluded:
-            params["excluded"] = excluded
         return await self.db.run(
             partial(
                 _claim,
-                _due_statement(self._pg, excluding=bool(excluded)),
-                params,
+                self._pg,
+                now_ms,
+                limit,
                 dict(rooms),
                 default_room,
                 {"until": now_ms + lease_ms, "owner": owner},
@@ -107,40 +106,71 @@ class SqlDeliveryQueue:
 
 
 @functools.cache
-def _due_statement(pg: bool, *, excluding: bool) -> Any:
-    """Due deliveries, oldest due first: the candidates of a claim. Built once per shape
-    (building it cost more CPU than running it); its values are bound at execution."""
+def _expired_statement(pg: bool) -> Any:
+    """Leased deliveries whose lease ran out (their worker died), oldest lease first."""
     d = t.deliveries.c
     e = t.endpoints.c
+    due = (
+        select(d.seq, d.endpoint_id)
+        .select_from(t.deliveries.join(t.endpoints, e.id == d.endpoint_id))
+        .where(
+            _LEASED,
+            d.lease_until < bindparam("now", type_=BigInteger),
+            e.disabled.is_(False),
+            e.deleted_at.is_(None),
+            _not_blocked(),
+        )
+        .order_by(d.lease_until)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return due.with_for_update(of=t.deliveries, skip_locked=True) if pg else due
+
+
+@functools.cache
+def _backlogs_statement() -> Any:
+    """Every live endpoint with the due time of its oldest free due delivery (NULL when it
+    has none): one probe of the per-endpoint due index each."""
+    d = t.deliveries.c
+    e = t.endpoints.c
+    oldest = (
+        select(func.min(d.due_at))
+        .where(_FREE, d.endpoint_id == e.id, d.due_at <= bindparam("now", type_=BigInteger))
+        .scalar_subquery()
+    )
+    return select(e.id, oldest).where(e.disabled.is_(False), e.deleted_at.is_(None))
+
+
+@functools.cache
+def _endpoint_due_statement(pg: bool) -> Any:
+    """One endpoint's free due deliveries, oldest due first."""
+    d = t.deliveries.c
+    due = (
+        select(d.seq)
+        .where(
+            d.endpoint_id == bindparam("endpoint", type_=String),
+            _FREE,
+            d.due_at <= bindparam("now", type_=BigInteger),
+            _not_blocked(),
+        )
+        .order_by(d.due_at)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    # Another worker skips what this one is looking at, until this claim commits.
+    return due.with_for_update(of=t.deliveries, skip_locked=True) if pg else due
+
+
+def _not_blocked() -> Any:
+    """An ordered delivery waits while an earlier one for the same endpoint and key is
+    open."""
+    d = t.deliveries.c
     head = t.deliveries.alias("head")
-    now = bindparam("now", type_=BigInteger)
-    # An ordered delivery waits while an earlier one for the same endpoint and key is open.
-    blocked = exists().where(
+    earlier = exists().where(
         head.c.endpoint_id == d.endpoint_id,
         head.c.ordered_key == d.ordered_key,
         head.c.seq < d.seq,
         _OPEN_HEAD,
     )
-    due = (
-        select(d.seq, d.endpoint_id)
-        .select_from(t.deliveries.join(t.endpoints, e.id == d.endpoint_id))
-        .where(
-            _OPEN,
-            d.due_at <= now,
-            or_(d.lease_until.is_(None), d.lease_until < now),
-            e.disabled.is_(False),
-            e.deleted_at.is_(None),
-            or_(d.ordered_key.is_(None), ~blocked),
-        )
-        .order_by(d.due_at)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    if excluding:
-        due = due.where(d.endpoint_id.not_in(bindparam("excluded", expanding=True)))
-    if pg:
-        # Another worker skips what this one is looking at, until this claim commits.
-        due = due.with_for_update(of=t.deliveries, skip_locked=True)
-    return due
+    return or_(d.ordered_key.is_(None), ~earlier)
 
 
 @functools.cache
@@ -177,23 +207,37 @@ def _lease_statement() -> Any:
 
 
 def _claim(
-    due: Any,
-    params: dict[str, Any],
+    pg: bool,
+    now_ms: int,
+    limit: int,
     rooms: dict[str, int],
     default_room: int,
     lease: dict[str, Any],
     conn: Connection,
 ) -> ClaimBatch:
-    # Choose here, per endpoint, rather than lease rows an endpoint has no room for and
-    # hand them back: under a backlog that wasted two rows of every three leased.
-    candidates = conn.execute(due, params).all()
+    # Only what each endpoint has room for is read: a claim never steps over the backlog of
+    # an endpoint that is full, nor over what is in flight.
     chosen: list[int] = []
-    for seq, endpoint_id in candidates:
+    # Leases that ran out (their worker died) go first: they are the oldest work.
+    for seq, endpoint_id in conn.execute(_expired_statement(pg), {"now": now_ms, "limit": limit}):
         room = rooms.get(endpoint_id, default_room)
         if room > 0:
             rooms[endpoint_id] = room - 1
             chosen.append(seq)
-    more = len(candidates) == params["limit"]
+    backlogs = sorted(
+        (oldest, endpoint_id)
+        for endpoint_id, oldest in conn.execute(_backlogs_statement(), {"now": now_ms})
+        if oldest is not None
+    )
+    # The endpoints whose oldest due delivery is oldest are served first.
+    for _, endpoint_id in backlogs:
+        want = min(rooms.get(endpoint_id, default_room), limit - len(chosen))
+        if want > 0:
+            chosen += conn.execute(
+                _endpoint_due_statement(pg),
+                {"endpoint": endpoint_id, "now": now_ms, "limit": want},
+            ).scalars()
+    more = len(chosen) >= limit
     if not chosen:
         return ClaimBatch([], more)
     # Rows are read by position, in the order of the statement's RETURNING: this runs

@@ -134,11 +134,20 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Claims read free due deliveries per endpoint by due time, and expired leases by
+    # lease time.
     Index(
-        "ix_deliveries_due",
+        "ix_deliveries_endpoint_due",
+        "endpoint_id",
         "due_at",
-        sqlite_where=text("status IN ('pending', 'failed')"),
-        postgresql_where=text("status IN ('pending', 'failed')"),
+        sqlite_where=text("status IN ('pending', 'failed') AND lease_owner IS NULL"),
+        postgresql_where=text("status IN ('pending', 'failed') AND lease_owner IS NULL"),
+    ),
+    Index(
+        "ix_deliveries_leased",
+        "lease_until",
+        sqlite_where=text("status IN ('pending', 'failed') AND lease_owner IS NOT NULL"),
+        postgresql_where=text("status IN ('pending', 'failed') AND lease_owner IS NOT NULL"),
     ),
     Index(
         "ix_deliveries_ordered",
