@@ -216,12 +216,13 @@ class Dispatcher:
             return 0
         limit = min(self.config.claim_batch, room)
         cap = self.config.endpoint_held_limit
+        rooms = {ep: cap - n for ep, n in self._endpoint_held.items()}
         claimed = await self.queue.claim(
             self.owner,
             now_ms=self.clock.now_ms(),
             limit=limit,
             lease_ms=self.config.lease_ms,
-            rooms={ep: cap - n for ep, n in self._endpoint_held.items()},
+            rooms=rooms,
             default_room=cap,
         )
         # A full batch means more may be due right now: claim again as soon as there is room.
@@ -249,8 +250,13 @@ class Dispatcher:
         if batch:
             self._all_reported.clear()
             self.transport.submit(batch)
-        # Endpoints at their share may have more due: see _flush.
-        self._blocked = {ep for ep, n in self._endpoint_held.items() if n >= cap}
+        # Endpoints that got all the room they were offered may have more due: see _flush.
+        # (Judged by the offer, not by what they hold now: sends that ended during the
+        # claim must not hide them.)
+        taken = Counter(claim.endpoint_id for claim in claims)
+        self._blocked = {ep for ep, room in rooms.items() if room <= 0} | {
+            ep for ep, n in taken.items() if n >= rooms.get(ep, cap)
+        }
         return len(batch)
 
     async def _refresh_endpoints(self, claims: Sequence[Claim]) -> None:
