@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     claim_batch: int = Field(default=500, ge=1, le=10_000)
     max_in_flight: int = Field(default=512, ge=1, description="concurrent requests, all endpoints")
     endpoint_max_in_flight: int = Field(
-        default=32, ge=1, description="concurrent requests to one endpoint"
+        default=16, ge=1, description="concurrent requests to one endpoint"
     )
     lease_seconds: float = Field(default=60.0, gt=0)
     idle_poll_seconds: float = Field(default=1.0, gt=0)

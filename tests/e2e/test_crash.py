@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from croupier.dispatch.dispatcher import HELD_PER_SLOT
 from tests.e2e.conftest import ReceiverFactory
 from tests.e2e.harness import (
     Arrival,
@@ -29,9 +30,9 @@ from tests.e2e.harness import (
 
 EVENTS = 10_000
 MAX_IN_FLIGHT = 64
-#: The dispatcher holds at most twice ``max_in_flight`` claimed-but-unrecorded deliveries
-#: (``DispatcherConfig.held_limit``): every one of them may have been sent before the kill.
-HELD_LIMIT = 2 * MAX_IN_FLIGHT
+#: The dispatcher holds at most ``HELD_PER_SLOT * max_in_flight`` claimed-but-unrecorded
+#: deliveries (``DispatcherConfig.held_limit``): each may have been sent before the kill.
+HELD_LIMIT = HELD_PER_SLOT * MAX_IN_FLIGHT
 KILL_AFTER = 2_000
 
 

@@ -50,7 +50,8 @@ async def test_sigterm_lets_in_flight_deliveries_finish_and_a_restart_sends_the_
     assert "Application shutdown complete" in serve.output(), serve.output()
     arrived = [a.webhook_id for a in receiver.arrivals]
     assert sorted(receiver.answered) == sorted(arrived), "every started request was finished"
-    # Only what was claimed before the signal: at most the endpoint's held share (2 x 4).
+    # Only what was being sent at the signal (4), or a second round had the signal taken a
+    # second to land; what was claimed and queued was handed back, not sent.
     assert 4 <= len(arrived) <= 8, arrived
     assert len(set(arrived)) == len(arrived)
 

@@ -103,3 +103,35 @@ async def test_a_job_for_an_endpoint_the_courier_does_not_know_is_reported_unsen
     jobs = [job(1, "a"), Job(2, "dlv_2", 1, "zzz", 1, job(2, "a").event)]
     _, reports = await run(CourierConfig(), jobs)
     assert {r.seq: r.result is None for r in reports} == {1: False, 2: True}
+
+
+async def test_finish_reports_queued_jobs_unsent_at_once_and_lets_running_ones_end() -> None:
+    sender = CountingSender()
+    reports: list[Report] = []
+    all_in = asyncio.Event()
+
+    def on_reports(batch: list[Report]) -> None:
+        reports.extend(batch)
+        if len(reports) >= 10:
+            all_in.set()
+
+    courier = Courier(
+        sender,
+        clock=ManualClock(),
+        config=CourierConfig(max_in_flight=8, endpoint_max_in_flight=2),
+        on_reports=on_reports,
+    )
+    courier.learn([spec("a")])
+    courier.submit([job(i, "a") for i in range(10)])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    courier.finish()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sorted(r.seq for r in reports) == list(range(2, 10))
+    assert all(r.result is None for r in reports)
+    sender.gate.set()
+    async with asyncio.timeout(5):
+        await all_in.wait()
+    assert {r.seq for r in reports if r.result is not None} == {0, 1}
+    assert sender.order == ["a", "a"], "nothing new started after finish()"

@@ -59,6 +59,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from croupier.dispatch.courier import Courier, CourierConfig
     from croupier.dispatch.sender import HttpSender
     from croupier.dispatch.wire import (
+        FINISH,
         FrameProtocol,
         endpoint_from_wire,
         job_from_wire,
@@ -86,6 +87,9 @@ async def _serve(args: argparse.Namespace) -> int:
     )
 
     def on_message(message: Any) -> None:
+        if message == FINISH:
+            courier.finish()
+            return
         endpoints, jobs = message
         courier.learn(endpoint_from_wire(e) for e in endpoints)
         courier.submit(job_from_wire(j) for j in jobs)

@@ -39,7 +39,7 @@ class CourierConfig:
     """What every courier of a dispatcher shares: its limits and the envelope's environment."""
 
     max_in_flight: int = 512
-    endpoint_max_in_flight: int = 32
+    endpoint_max_in_flight: int = 16
     environment: str = "production"
 
 
@@ -155,6 +155,18 @@ class Courier:
             touched.add(job.endpoint_id)
         for endpoint_id in touched:
             self._staff(endpoint_id)
+
+    def finish(self) -> None:
+        """Start nothing new: jobs still queued are reported unsent at once (they will be
+        claimed again), and those in flight finish and are reported as usual."""
+        queued = [job.seq for queue in self._queues.values() for job, _, _ in queue]
+        # Workers hold their queue itself: empty it, not just the map.
+        for queue in self._queues.values():
+            queue.clear()
+        self._queues.clear()
+        self._waiting.clear()
+        for seq in queued:
+            self._report(Report(seq, None, {}))
 
     async def cancel(self) -> None:
         """Cut off every job still running or queued (they are not reported) and hand back

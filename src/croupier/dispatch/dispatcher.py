@@ -44,7 +44,7 @@ HELD_PER_SLOT = 4
 class DispatcherConfig:
     claim_batch: int = 500
     max_in_flight: int = 512
-    endpoint_max_in_flight: int = 32
+    endpoint_max_in_flight: int = 16
     lease_ms: int = 60_000
     idle_poll_s: float = 1.0
     flush_batch: int = 1000
@@ -130,7 +130,8 @@ class Dispatcher:
         ]
 
     async def stop(self, drain_s: float = 15.0) -> None:
-        """Stop claiming, let in-flight sends finish for up to ``drain_s``, record, release.
+        """Stop claiming and sending, let in-flight sends finish for up to ``drain_s``,
+        record, release.
 
         The claim and record loops are asked to finish, never cancelled mid-transaction, so
         nothing they committed goes unaccounted for. The transport is closed before the
@@ -141,6 +142,9 @@ class Dispatcher:
         claimer, recorder, heartbeat = self._loops or (None, None, None)
         if claimer is not None:
             await claimer
+        # What is claimed but not yet being sent goes back at once; only sends already
+        # under way get the drain time.
+        self.transport.finish()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._all_reported.wait(), timeout=drain_s)
         try:

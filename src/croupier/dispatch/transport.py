@@ -20,6 +20,7 @@ import structlog
 from croupier.dispatch.courier import Courier, CourierConfig, EndpointSpec, Job, Report
 from croupier.dispatch.sender import HttpSender
 from croupier.dispatch.wire import (
+    FINISH,
     FrameProtocol,
     JobsMessage,
     WireEndpoint,
@@ -57,6 +58,11 @@ class Transport(Protocol):
     def submit(self, batch: Sequence[Assignment]) -> None:
         """Send each claim (one attempt); every one is reported once, unless ``close`` cuts
         it off first."""
+        ...
+
+    def finish(self) -> None:
+        """Start no more sends: what is not yet being sent is reported unsent; what is
+        finishes and is reported as usual. For a graceful stop, before ``close``."""
         ...
 
     async def close(self) -> None:
@@ -114,6 +120,10 @@ class LocalTransport:
             raise RuntimeError("LocalTransport.open() must be called first")
         self._courier.learn(self._book.news(batch))
         self._courier.submit([job_of(claim, endpoint) for claim, endpoint in batch])
+
+    def finish(self) -> None:
+        if self._courier is not None:
+            self._courier.finish()
 
     async def close(self) -> None:
         courier, self._courier = self._courier, None
@@ -183,6 +193,13 @@ class ProcessTransport:
             self._waiting.extend(batch)
             return
         self._send(self._child, batch)
+
+    def finish(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        if waiting and self._on_reports is not None:
+            self._on_reports([Report(claim.seq, None, {}) for claim, _ in waiting])
+        if self._child is not None:
+            self._child.protocol.send(FINISH)
 
     async def close(self) -> None:
         self._closing = True

@@ -7,7 +7,8 @@ Messages are plain tuples and lists, which pickle fastest and tie neither end to
 classes:
 
 * parent to child: ``(endpoints, jobs)``, the endpoint definitions the child does not have
-  yet and then jobs that refer to endpoints by id and version;
+  yet and then jobs that refer to endpoints by id and version; or :data:`FINISH`, to start
+  no more of the jobs it holds (a graceful stop);
 * child to parent: a list of reports.
 """
 
@@ -39,6 +40,8 @@ WireReport = (
     tuple[int] | tuple[int, int, float, int | None, str | None, dict[str, str], str, dict[str, str]]
 )
 JobsMessage = tuple[list[WireEndpoint], list[WireJob]]
+#: Parent to child: report every job not yet started as unsent, and start no more.
+FINISH = "finish"
 
 
 class FrameError(ValueError):
