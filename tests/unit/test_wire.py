@@ -66,8 +66,10 @@ def test_jobs_endpoints_and_reports_survive_the_wire_unchanged() -> None:
     job = Job(5, "dlv_5", 2, "ep_1", 4, event)
     spec = EndpointSpec("ep_1", 4, "http://127.0.0.1:1/h", {"X-Key": "v"}, 500, "standard", ("s",))
     reports = [
-        Report(5, AttemptResult(1, 2.5, 503, None, {"retry-after": "3"}, "busy"), {"a": "b"}),
-        Report(6, AttemptResult(1, 9.0, None, "timeout: no complete response"), {}),
+        Report(
+            5, AttemptResult(1, 2.5, 503, None, {"retry-after": "3"}, "busy"), {"a": "b"}, "att_5"
+        ),
+        Report(6, AttemptResult(1, 9.0, None, "timeout: no complete response"), {}, "att_6"),
         Report(7, None, {}),
     ]
     decoder = FrameDecoder()

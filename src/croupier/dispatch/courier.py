@@ -26,6 +26,7 @@ from croupier.domain.deliveries import AttemptResult
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.envelope import render_envelope
 from croupier.domain.events import Event
+from croupier.domain.ids import new_id
 from croupier.domain.signing import Signer, signer_for
 
 log = structlog.get_logger("croupier.dispatch")
@@ -87,6 +88,8 @@ class Report(NamedTuple):
     result: AttemptResult | None
     #: The request's headers, with the endpoint's own header values redacted.
     request_headers: Mapping[str, str]
+    #: The attempt's id, made where it was sent (a sender has CPU to spare for it).
+    attempt_id: str = ""
 
 
 class Courier:
@@ -234,7 +237,7 @@ class Courier:
             result = await self._sender.post(
                 spec.url, body, headers, timeout_ms=spec.timeout_ms, started_at_ms=now
             )
-            report = Report(job.seq, result, redact(headers, spec))
+            report = Report(job.seq, result, redact(headers, spec), new_id("att", now_ms=now))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -283,7 +283,7 @@ class Dispatcher:
     def _on_reports(self, reports: Sequence[Report]) -> None:
         """Decide each reported attempt and queue its outcome for the recorder."""
         now = self.clock.now_ms()
-        for seq, result, request_headers in reports:
+        for seq, result, request_headers, attempt_id in reports:
             assignment = self._awaiting.pop(seq, None)
             if assignment is None:
                 # Reported after stop() gave up on it: it is released, not recorded.
@@ -303,7 +303,7 @@ class Dispatcher:
                     policy=self.config.retry,
                 )
                 attempt = Attempt(
-                    id=new_id("att", now_ms=result.started_at_ms),
+                    id=attempt_id,
                     delivery_id=claim.id,
                     number=number,
                     result=result,

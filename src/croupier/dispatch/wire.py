@@ -37,7 +37,8 @@ WireEvent = tuple[str, str, str, str, bytes, int, int, str | None, str | None]
 WireJob = tuple[int, str, int, str, int, WireEvent]
 #: ``(seq,)`` for a job that was never sent, else the attempt's fields and request headers.
 WireReport = (
-    tuple[int] | tuple[int, int, float, int | None, str | None, dict[str, str], str, dict[str, str]]
+    tuple[int]
+    | tuple[int, int, float, int | None, str | None, dict[str, str], str, dict[str, str], str]
 )
 JobsMessage = tuple[list[WireEndpoint], list[WireJob]]
 #: Parent to child: report every job not yet started as unsent, and start no more.
@@ -197,7 +198,7 @@ def job_from_wire(raw: WireJob) -> Job:
 
 def reports_to_wire(reports: Sequence[Report]) -> list[WireReport]:
     out: list[WireReport] = []
-    for seq, r, request_headers in reports:
+    for seq, r, request_headers, attempt_id in reports:
         if r is None:
             out.append((seq,))
         else:
@@ -211,6 +212,7 @@ def reports_to_wire(reports: Sequence[Report]) -> list[WireReport]:
                     dict(r.response_headers),
                     r.response_body,
                     dict(request_headers),
+                    attempt_id,
                 )
             )
     return out
@@ -222,7 +224,9 @@ def reports_from_wire(raw: Sequence[WireReport]) -> list[Report]:
         if len(item) == 1:
             out.append(Report(item[0], None, {}))
         else:
-            seq, started, duration, status, error, response_headers, body, request_headers = item
+            seq, started, duration, status, error, response_headers, body, headers, attempt_id = (
+                item
+            )
             result = AttemptResult(started, duration, status, error, response_headers, body)
-            out.append(Report(seq, result, request_headers))
+            out.append(Report(seq, result, headers, attempt_id))
     return out
