@@ -22,9 +22,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from croupier.api.rest.app import create_app
-from croupier.bootstrap import Container, build, configure_logging
+from croupier.bootstrap import Container, build
 from croupier.config import Settings
 from croupier.domain.clock import ManualClock
+from croupier.logs import configure_logging
 from croupier.store.engine import open_database
 from croupier.store.migrate import migrate
 from tests.support.receiver import Receiver

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import random
-import sys
 from dataclasses import dataclass, field
-
-import structlog
 
 from croupier.config import Settings
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
@@ -151,24 +147,3 @@ async def build(
     )
     container.bootstrap = await tenants.bootstrap(settings.admin_key, generate=generate_admin_key)
     return container
-
-
-def configure_logging(level: str = "info") -> None:
-    """Structured logs on stderr: key=value for people, one line per event."""
-    logging.basicConfig(level=level.upper(), format="%(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            # Plain tracebacks: a rich one would print local variables, secrets among them.
-            structlog.dev.ConsoleRenderer(
-                colors=False, exception_formatter=structlog.dev.plain_traceback
-            ),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )

@@ -67,7 +67,8 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from croupier.api.rest.app import create_app
-    from croupier.bootstrap import build, configure_logging
+    from croupier.bootstrap import build
+    from croupier.logs import configure_logging
 
     configure_logging(settings.log_level)
     container = await build(settings)

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import structlog
 
-    from croupier.bootstrap import configure_logging
+    from croupier.logs import configure_logging
 
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(process="sender")
