@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from croupier.domain.deliveries import Attempt, Decision, Delivery, DeliveryStatus
 from croupier.domain.endpoints import Endpoint
@@ -42,6 +42,13 @@ class NewDelivery:
     id: str
     endpoint_id: str
     ordered_key: str | None
+
+
+class Subscriber(NamedTuple):
+    """What a publish needs of an endpoint that takes the event: read on every publish."""
+
+    id: str
+    ordered: bool
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,10 @@ class EndpointRepo(Protocol):
     def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]: ...
     def update(self, endpoint: Endpoint) -> None: ...
     def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None: ...
-    def subscribed(self, tenant_id: str, event_type: str) -> list[Endpoint]: ...
+    def subscribed(self, tenant_id: str, event_type: str) -> list[Subscriber]:
+        """The live, enabled endpoints of the tenant that take ``event_type``."""
+        ...
+
     def tenant_of(self, endpoint_id: str) -> str | None:
         """The owner of an endpoint: for operator tools that hold the database, never the API."""
         ...

@@ -14,7 +14,6 @@ import orjson
 
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Delivery
-from croupier.domain.endpoints import Endpoint
 from croupier.domain.errors import ConcurrentWrite, IdempotencyMismatch, NotFound, ValidationFailed
 from croupier.domain.events import Event, fingerprint
 from croupier.domain.ids import new_id
@@ -26,6 +25,7 @@ from croupier.services.ports import (
     NewEvent,
     Store,
     StoredEvent,
+    Subscriber,
     UnitOfWork,
 )
 
@@ -263,7 +263,7 @@ def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Stored:
             continue
         claimed |= names
         fresh.append(p)
-    subscribers: dict[tuple[str, str], list[Endpoint]] = {}
+    subscribers: dict[tuple[str, str], list[Subscriber]] = {}
     for p in fresh:
         wanted = (p.tenant_id, p.event.type)
         if wanted not in subscribers:

@@ -35,7 +35,8 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (health, tenants, event_types, endpoints, events, deliveries):
+    # Routes are matched in order, one pattern at a time: publishing, the hot path, first.
+    for module in (events, deliveries, endpoints, event_types, tenants, health):
         app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=container.settings.max_body_bytes)
     return app
