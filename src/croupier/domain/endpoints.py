@@ -56,9 +56,6 @@ class Endpoint:
     updated_at_ms: int = 0
     version: int = 1
 
-    def subscribes_to(self, event_type: str) -> bool:
-        return event_type in self.event_types
-
 
 def validate_url(url: str) -> str:
     """Accept an absolute http(s) URL with a host and no credentials in it."""
