@@ -5,7 +5,8 @@ measured against a raw aiohttp client that POSTs to the same local receiver in t
 involves croupier starts a fresh ``croupier serve`` on a fresh SQLite file:
 
 1. baseline: a raw aiohttp client (own process, uvloop, one session, concurrency 64,
-   kept-alive) POSTs ~1 KiB JSON bodies to the receiver -> POSTs/s;
+   kept-alive) POSTs ~1 KiB JSON bodies to the receiver -> POSTs/s; measured again right
+   after (2), and the mean of the two is the baseline;
 2. throughput: 20,000 events published as fast as croupier accepts them, each fanned out to
    10 endpoints (200,000 deliveries) -> sustained deliveries/s and its ratio to (1);
 3. latency: 1 endpoint, a steady 500 events/s for 20 s on an absolute schedule, each event
@@ -221,6 +222,12 @@ async def run_driver(opts: Options) -> int:
             if opts.events > 0:
                 phases.append(
                     ("throughput", BUDGET_S["throughput"], lambda: phase_throughput(bench))
+                )
+            if opts.raw_requests > 0 and opts.events > 0:
+                # Again after the throughput run, which the two then bracket: the machine
+                # is shared, and its speed drifts within a run.
+                phases.append(
+                    ("baseline_after", BUDGET_S["baseline"], lambda: phase_baseline(bench))
                 )
             if opts.latency_seconds > 0:
                 phases.append(
@@ -1098,7 +1105,8 @@ def _own_cpu_seconds(pid: int) -> float | None:
 
 @contextlib.asynccontextmanager
 async def _profiled(opts: Options, pid: int, name: str) -> AsyncIterator[None]:
-    """With ``--profile DIR``: py-spy samples ``pid`` for the span of the block."""
+    """With ``--profile DIR``: py-spy samples ``pid`` and each process it started (the sender
+    child) for the span of the block, one folded-stacks file per process."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if opts.profile_dir is None or py_spy is None:
         if opts.profile_dir is not None:
@@ -1106,32 +1114,52 @@ async def _profiled(opts: Options, pid: int, name: str) -> AsyncIterator[None]:
         yield
         return
     opts.profile_dir.mkdir(parents=True, exist_ok=True)
-    out = opts.profile_dir / f"{name}.folded"
     extra = os.environ.get("BENCH_PY_SPY_ARGS", "").split()
-    argv = [py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, "--nonblocking", "--output", str(out), *extra,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    targets = {name: pid} | {f"{name}-child{i}": c for i, c in enumerate(_descendants(pid), 1)}
+    samplers: dict[Path, asyncio.subprocess.Process] = {}
+    for label, target in targets.items():
+        out = opts.profile_dir / f"{label}.folded"
+        argv = [py_spy, "record", "--pid", str(target), "--rate", "250", "--format", "raw"]
+        samplers[out] = await asyncio.create_subprocess_exec(
+            *argv, "--nonblocking", "--output", str(out), *extra,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
     try:
         yield
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        _say(f"profile of {name}: {out}")
+        for out, proc in samplers.items():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            _say(f"profile of {name}: {out}")
 
 
 # -- report ----------------------------------------------------------------------------------
 
 
+def _raw_rates(result: dict[str, Any]) -> list[float]:
+    """The raw client's rate before the throughput run and, if measured, after it."""
+    return [
+        float(result[key]["rate"])
+        for key in ("baseline", "baseline_after")
+        if "rate" in result.get(key, {})
+    ]
+
+
+def _raw_rate(result: dict[str, Any]) -> float:
+    """The baseline croupier is compared with: the mean of the raw client's rates."""
+    rates = _raw_rates(result)
+    return sum(rates) / len(rates) if rates else 0.0
+
+
 def _verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    raw = result.get("baseline", {}).get("rate", 0.0)
+    raw = _raw_rate(result)
+    result["raw_client_rate"] = raw
     tp = result.get("throughput", {})
     if "error" not in tp and tp and raw:
         ratio = tp["deliveries_per_s_p5_p95"] / raw
@@ -1184,9 +1212,12 @@ def _verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
 
 def _print_table(result: dict[str, Any]) -> None:
     rows: list[tuple[str, str]] = []
-    raw = result.get("baseline", {})
-    if "rate" in raw:
-        rows.append(("raw aiohttp client, POSTs/s", f"{raw['rate']:,.0f}"))
+    rates, raw = _raw_rates(result), _raw_rate(result)
+    if len(rates) == 2:
+        spread = f" (before {rates[0]:,.0f}, after {rates[1]:,.0f})"
+        rows.append(("raw aiohttp client, POSTs/s, mean", f"{raw:,.0f}{spread}"))
+    elif rates:
+        rows.append(("raw aiohttp client, POSTs/s", f"{raw:,.0f}"))
     tp = result.get("throughput", {})
     if "publish" in tp:
         pub, after = tp["publish"], tp["deliveries_per_s_after_publish_end"]
@@ -1220,7 +1251,7 @@ def _print_table(result: dict[str, Any]) -> None:
         ]
     drain = result.get("drain", {}).get("deliveries_per_s_p5_p95")
     if drain is not None:
-        share = f" ({drain / raw['rate']:.1%} of the raw client)" if raw.get("rate") else ""
+        share = f" ({drain / raw:.1%} of the raw client)" if raw else ""
         rows.append(("drain (dispatcher alone): deliveries/s, p5-p95", _n(drain) + share))
     width = max((len(k) for k, _ in rows), default=40)
     print("\n" + "=" * (width + 32))

@@ -66,6 +66,7 @@ async def _serve(args: argparse.Namespace) -> int:
         reports_to_wire,
     )
     from croupier.domain.clock import SystemClock
+    from croupier.runtime import settle_heap
 
     sender = HttpSender(max_connections=args.max_in_flight)
     await sender.open()
@@ -94,6 +95,7 @@ async def _serve(args: argparse.Namespace) -> int:
         courier.learn(endpoint_from_wire(e) for e in endpoints)
         courier.submit(job_from_wire(j) for j in jobs)
 
+    settle_heap()
     protocol = FrameProtocol(on_message, ended.set)
     sock = socket.socket(fileno=args.fd)
     await asyncio.get_running_loop().create_unix_connection(lambda: protocol, sock=sock)
