@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from croupier.config import Settings
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
-from croupier.dispatch.transport import ProcessTransport
+from croupier.dispatch.transport import SenderPool
 from croupier.domain.clock import Clock, SystemClock
 from croupier.domain.retry import RetryPolicy
 from croupier.services.deliveries import DeliveryService
@@ -123,10 +123,10 @@ async def build(
         clock=clock,
         rng=rng,
         config=dispatch,
-        # The child starts with the dispatcher, so one-shot commands never start one.
+        # The children start with the dispatcher, so one-shot commands never start one.
         transport=(
-            ProcessTransport(dispatch.courier, log_level=settings.log_level)
-            if settings.sender_processes()
+            SenderPool(dispatch.courier, processes=senders, log_level=settings.log_level)
+            if (senders := settings.sender_processes())
             else None
         ),
     )

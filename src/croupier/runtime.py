@@ -1,4 +1,4 @@
-"""Tuning shared by croupier's long-running processes: the server and its sender child."""
+"""Tuning shared by croupier's long-running processes: the server and its sender children."""
 
 from __future__ import annotations
 

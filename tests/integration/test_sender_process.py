@@ -20,12 +20,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from croupier.bootstrap import Container
 from croupier.dispatch.courier import EndpointSpec, Job
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
-from croupier.dispatch.transport import CHILD_MODULE, ProcessTransport
+from croupier.dispatch.transport import CHILD_MODULE, ProcessTransport, SenderPool
 from croupier.dispatch.wire import encode_frame, endpoint_to_wire, job_to_wire
 from croupier.domain.clock import ManualClock
 from croupier.domain.events import Event
@@ -202,3 +203,144 @@ async def test_the_sender_child_ignores_ctrl_c_and_exits_when_its_parent_end_clo
             proc.kill()
             await proc.wait()
         await slow.stop()
+
+
+# -- a pool of sender processes ------------------------------------------------------------
+
+
+class CountingReceiver:
+    """Answers after ``delay_s``, and keeps the most requests it had in flight per path."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.in_flight: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.ids: list[tuple[str, str]] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.in_flight[request.path] += 1
+        self.most[request.path] = max(self.most[request.path], self.in_flight[request.path])
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight[request.path] -= 1
+        self.ids.append((request.path, request.headers["webhook-id"]))
+        return web.Response(text="ok")
+
+
+PoolFactory = Callable[..., tuple[Dispatcher, SenderPool]]
+
+
+@pytest.fixture
+async def with_pool(container: Container, clock: ManualClock) -> AsyncIterator[PoolFactory]:
+    """``dispatcher, pool = with_pool(processes, **config)``, stopped after the test."""
+    made: list[Dispatcher] = []
+
+    def make(processes: int, **config: Any) -> tuple[Dispatcher, SenderPool]:
+        settings = DispatcherConfig(**config)
+        pool = SenderPool(settings.courier, processes=processes, log_level="warning")
+        dispatcher = Dispatcher(
+            container.dispatcher.queue,
+            clock=clock,
+            config=settings,
+            rng=random.Random(7),
+            transport=pool,
+        )
+        made.append(dispatcher)
+        return dispatcher, pool
+
+    yield make
+    for dispatcher in made:
+        await dispatcher.stop(drain_s=0)
+
+
+async def test_a_pool_of_two_senders_shares_the_work_and_keeps_each_endpoints_limit(
+    client: httpx.AsyncClient, with_pool: PoolFactory
+) -> None:
+    receiver = CountingReceiver(delay_s=0.02)
+    await receiver.start()
+    try:
+        dispatcher, pool = with_pool(2, max_in_flight=64, endpoint_max_in_flight=3)
+        paths = [f"/ep{i}" for i in range(4)]
+        for path in paths:
+            await make_endpoint(client, receiver.url(path))
+        event_ids = {await publish(client, n) for n in range(30)}
+        jobs_per_child = [0, 0]
+        for i, part in enumerate(pool._parts):
+            original = part.submit
+
+            def counted(batch: Any, i: int = i, original: Any = original) -> None:
+                jobs_per_child[i] += len(batch)
+                original(batch)
+
+            part.submit = counted  # type: ignore[method-assign]
+        await dispatcher.start()
+        pids = pool.pids
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        await until(lambda: len(receiver.ids) >= 120, within_s=30, what="120 deliveries")
+        assert sorted(receiver.ids) == sorted((p, e) for p in paths for e in event_ids)
+        # Each endpoint's jobs go to one child at a time: its limit holds across the pool.
+        assert max(receiver.most.values()) <= 3
+        assert all(jobs_per_child), f"one child did all the work: {jobs_per_child}"
+        for _ in range(200):
+            rows = await deliveries(client)
+            if [r["status"] for r in rows] == ["succeeded"] * 120:
+                break
+            await asyncio.sleep(0.05)
+        assert [r["status"] for r in rows] == ["succeeded"] * 120
+        await dispatcher.stop(drain_s=5)
+        assert all(gone(pid) for pid in pids)
+    finally:
+        await receiver.stop()
+
+
+async def test_killing_one_sender_of_a_pool_loses_nothing_and_leaves_the_other_alone(
+    client: httpx.AsyncClient, with_pool: PoolFactory
+) -> None:
+    receiver = CountingReceiver(delay_s=0.2)
+    await receiver.start()
+    try:
+        dispatcher, pool = with_pool(2, lease_ms=600_000, max_in_flight=8)
+        for path in ("/a", "/b"):
+            await make_endpoint(client, receiver.url(path))
+        event_ids = {await publish(client, n) for n in range(20)}
+        await dispatcher.start()
+        await until(lambda: sum(receiver.in_flight.values()) >= 4, within_s=10, what="sends")
+        doomed, survivor = pool.pids
+        os.kill(doomed, signal.SIGKILL)
+        expected = {(p, e) for p in ("/a", "/b") for e in event_ids}
+        await until(
+            lambda: set(receiver.ids) >= expected, within_s=30, what="every delivery after kill"
+        )
+        assert survivor in pool.pids and not gone(survivor), "the other child lives on"
+        assert len(pool.pids) == 2 and doomed not in pool.pids, "the dead one is replaced"
+        for _ in range(200):
+            rows = await deliveries(client)
+            if {r["status"] for r in rows} == {"succeeded"}:
+                break
+            await asyncio.sleep(0.05)
+        assert len(rows) == 40 and {r["status"] for r in rows} == {"succeeded"}
+        copies = Counter(receiver.ids)
+        # Only requests in flight in the killed child may come twice.
+        assert max(copies.values()) <= 2
+        assert sum(n - 1 for n in copies.values()) <= 4
+    finally:
+        await receiver.stop()
