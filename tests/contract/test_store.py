@@ -339,6 +339,50 @@ async def test_an_ordered_key_releases_one_delivery_at_a_time(
     assert [c.event.id for c in nxt] == ["e1"]
 
 
+async def test_record_and_claim_records_then_claims_in_one_transaction(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a", endpoints=[endpoint("a", "ep_o", ordered=True), endpoint("a", "ep_2")])
+    for i in range(3):
+        await publish(store, event("a", f"e{i}", key="k"), [("ep_o", "k")])
+    await publish(store, event("a", "x0"), [("ep_2", None)])
+    await publish(store, event("a", "x1"), [("ep_2", None)])
+    first = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=60_000)
+    assert sorted(c.event.id for c in first) == ["e0", "x0", "x1"]
+    by_id = {c.event.id: c for c in first}
+    # The ordered head succeeds and x0 fails with its retry due at once: in the same
+    # transaction the claim sees both outcomes, so the key's successor and x0's retry are
+    # claimed; x1, still leased and not recorded, is not; ep_2's room of 1 is respected.
+    outcomes = [
+        outcome_for(by_id["e0"], DeliveryStatus.SUCCEEDED, None),
+        outcome_for(by_id["x0"], DeliveryStatus.FAILED, T0 + 1, 500),
+    ]
+    batch = await queue.record_and_claim(
+        "w",
+        outcomes,
+        T0 + 1,
+        limit=10,
+        lease_ms=60_000,
+        rooms={"ep_2": 1},
+        default_room=10,
+    )
+    assert sorted((c.event.id, c.attempts) for c in batch.claims) == [("e1", 0), ("x0", 1)]
+
+    def statuses(uow: SqlUnitOfWork) -> dict[str, tuple[str, int]]:
+        rows = uow.deliveries.page("a", DeliveryFilter(), before_seq=None, limit=100)
+        return {d.event_id: (d.status.value, d.attempts) for d in rows}
+
+    assert await store.run(statuses, write=False) == {
+        "e0": ("succeeded", 1),
+        "e1": ("pending", 0),
+        "e2": ("pending", 0),
+        "x0": ("failed", 1),
+        "x1": ("pending", 0),
+    }
+    # Nothing else is free: e2 waits behind e1, x1 and the new claims are leased.
+    assert await claim(queue, "w2", now_ms=T0 + 2, limit=10, lease_ms=60_000) == []
+
+
 async def test_recording_outcomes_updates_deliveries_and_keeps_attempts(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:

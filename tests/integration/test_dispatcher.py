@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -283,3 +284,41 @@ async def test_an_endpoint_at_its_share_is_refilled_as_its_sends_finish_not_at_t
     finally:
         await dispatcher.stop(drain_s=1)
     assert {r["status"] for r in await deliveries(client)} == {"succeeded"}
+
+
+class CountingQueue:
+    """The real queue, counting how claims reach the store."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls[name] += 1
+        return getattr(self.inner, name)
+
+
+async def test_a_refill_rides_in_the_transaction_that_records_the_outcomes(
+    client: httpx.AsyncClient, container: Container, clock: ManualClock, receiver: Receiver
+) -> None:
+    await make_endpoint(client, receiver.url("/a"))
+    await make_endpoint(client, receiver.url("/b"))
+    event_ids = {await publish(client, n) for n in range(60)}
+    queue = CountingQueue(container.dispatcher.queue)
+    # Four held per endpoint against 120 deliveries: nearly every refill follows a record.
+    dispatcher = Dispatcher(
+        queue,
+        clock=clock,
+        config=DispatcherConfig(endpoint_max_in_flight=1, idle_poll_s=60.0),
+    )
+    await dispatcher.start()
+    try:
+        await receiver.wait_for(120, within_s=20)
+    finally:
+        await dispatcher.stop(drain_s=1)
+    assert queue.calls["record_and_claim"] >= 10, queue.calls
+    arrived = Counter((r.path, r.headers["webhook-id"]) for r in receiver.requests)
+    assert set(arrived) == {(p, e) for p in ("/a", "/b") for e in event_ids}
+    assert max(arrived.values()) == 1, "a combined claim must never send a delivery twice"
+    rows = await deliveries(client)
+    assert len(rows) == 120 and {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 1)}

@@ -20,6 +20,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import structlog
 
@@ -31,7 +32,7 @@ from croupier.domain.deliveries import Attempt, decide
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.ids import new_id
 from croupier.domain.retry import RetryPolicy
-from croupier.services.ports import Claim, DeliveryQueue, Outcome
+from croupier.services.ports import Claim, ClaimBatch, DeliveryQueue, Outcome
 
 log = structlog.get_logger("croupier.dispatch")
 
@@ -71,6 +72,12 @@ class DispatcherConfig:
             endpoint_max_in_flight=self.endpoint_max_in_flight,
             environment=self.environment,
         )
+
+
+class _ClaimPlan(NamedTuple):
+    limit: int
+    rooms: dict[str, int]
+    default_room: int
 
 
 class Dispatcher:
@@ -117,6 +124,9 @@ class Dispatcher:
         self._backlog = False
         #: Endpoints that had their full share at the last claim: more may be due for them.
         self._blocked: set[str] = set()
+        #: Held while a claim is planned, run and taken: one at a time, so that two claims
+        #: never both count the same room.
+        self._claim_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -220,20 +230,33 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.idle_poll_s)
 
     async def _claim_once(self) -> int:
-        room = self.config.held_limit - len(self._held)
+        async with self._claim_lock:
+            plan = self._plan_claim(Counter())
+            if plan is None:
+                return 0
+            claimed = await self.queue.claim(
+                self.owner,
+                now_ms=self.clock.now_ms(),
+                limit=plan.limit,
+                lease_ms=self.config.lease_ms,
+                rooms=plan.rooms,
+                default_room=plan.default_room,
+            )
+            return await self._take(claimed, plan)
+
+    def _plan_claim(self, freed: Counter[str]) -> _ClaimPlan | None:
+        """How much a claim may take now, once the deliveries counted in ``freed`` (per
+        endpoint) are no longer held; None when there is no room or the dispatcher stops."""
+        room = self.config.held_limit - (len(self._held) - freed.total())
         if room <= 0 or self._stopping:
-            return 0
-        limit = min(self.config.claim_batch, room)
+            return None
         cap = self.config.endpoint_held_limit
-        rooms = {ep: cap - n for ep, n in self._endpoint_held.items()}
-        claimed = await self.queue.claim(
-            self.owner,
-            now_ms=self.clock.now_ms(),
-            limit=limit,
-            lease_ms=self.config.lease_ms,
-            rooms=rooms,
-            default_room=cap,
-        )
+        rooms = {ep: cap - (n - freed[ep]) for ep, n in self._endpoint_held.items()}
+        return _ClaimPlan(min(self.config.claim_batch, room), rooms, cap)
+
+    async def _take(self, claimed: ClaimBatch, plan: _ClaimPlan) -> int:
+        """Hold what a claim leased and hand it to the transport."""
+        rooms, cap = plan.rooms, plan.default_room
         # A full batch means more may be due right now: claim again as soon as there is room.
         self._backlog = claimed.more
         claims = claimed.claims
@@ -350,13 +373,44 @@ class Dispatcher:
         self._wake.set()
 
     async def _flush(self) -> None:
-        """Commit queued outcomes; until then their deliveries stay held and leased."""
-        # Waiting for half of a full endpoint's share to free up makes each claim for it
-        # worth its round trip, while the other half keeps its slots busy meanwhile.
-        low = self.config.endpoint_held_limit // 2
+        """Commit queued outcomes; until then their deliveries stay held and leased.
+
+        When the room an outcome batch makes is wanted at once (see :meth:`_wants_claim`),
+        and no claim is under way, the next claim rides in the same transaction as the
+        outcomes: the claim and the record touch the same rows' pages, so one commit writes
+        them once, and the claim saves its own trip to the store.
+        """
         while self._outcomes or self._orphans:
             batch = self._outcomes[: self.config.flush_batch]
             orphans = self._orphans[:]
+            freed = Counter(o.claim.endpoint_id for o in batch)
+            plan = None
+            if (
+                batch
+                and not orphans
+                and self._loops
+                and not self._claim_lock.locked()
+                and self._wants_claim(batch, freed)
+            ):
+                plan = self._plan_claim(freed)
+            if plan is not None:
+                async with self._claim_lock:
+                    claimed = await self.queue.record_and_claim(
+                        self.owner,
+                        batch,
+                        self.clock.now_ms(),
+                        limit=plan.limit,
+                        lease_ms=self.config.lease_ms,
+                        rooms=plan.rooms,
+                        default_room=plan.default_room,
+                    )
+                    del self._outcomes[: len(batch)]
+                    for outcome in batch:
+                        self._unhold(outcome.claim.seq)
+                    await self._take(claimed, plan)
+                if self._backlog:
+                    self._wake.set()
+                continue
             if batch:
                 await self.queue.record(self.owner, batch, self.clock.now_ms())
                 del self._outcomes[: len(batch)]
@@ -365,18 +419,24 @@ class Dispatcher:
                 del self._orphans[: len(orphans)]
             for seq in [o.claim.seq for o in batch] + orphans:
                 self._unhold(seq)
-            # Claim again now only if there is work waiting for the room just made (after a
-            # full batch, or for an endpoint that had its full share and is down to what it
-            # has in flight), or an ordered delivery finished and its successor may be due;
-            # otherwise new work announces itself through notify(), and retries through the
-            # idle poll.
-            if (
-                self._backlog
-                or orphans
-                or any(o.claim.ordered_key for o in batch)
-                or any(self._endpoint_held[ep] <= low for ep in self._blocked)
-            ):
+            if orphans or self._wants_claim(batch, Counter()):
                 self._wake.set()
+
+    def _wants_claim(self, batch: Sequence[Outcome], freed: Counter[str]) -> bool:
+        """Whether to claim again as soon as ``batch`` is recorded (its deliveries counted
+        in ``freed`` are still held): only if there is work waiting for the room it makes
+        (after a full claim, or for an endpoint that had its full share and is down to what
+        it has in flight), or an ordered delivery finished and its successor may be due.
+        Otherwise new work announces itself through notify(), and retries through the idle
+        poll."""
+        # Waiting for half of a full endpoint's share to free up makes each claim for it
+        # worth its round trip, while the other half keeps its slots busy meanwhile.
+        low = self.config.endpoint_held_limit // 2
+        return (
+            self._backlog
+            or any(o.claim.ordered_key for o in batch)
+            or any(self._endpoint_held[ep] - freed[ep] <= low for ep in self._blocked)
+        )
 
     def _unhold(self, seq: int) -> None:
         claim = self._held.pop(seq, None)

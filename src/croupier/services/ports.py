@@ -242,6 +242,21 @@ class DeliveryQueue(Protocol):
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]: ...
     async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None: ...
+    async def record_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        now_ms: int,
+        *,
+        limit: int,
+        lease_ms: int,
+        rooms: Mapping[str, int],
+        default_room: int,
+    ) -> ClaimBatch:
+        """:meth:`record`, then :meth:`claim`, in one transaction: the claim sees the
+        outcomes (a retry due at once may be claimed again), and both happen or neither."""
+        ...
+
     async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None: ...
     async def release(self, owner: str, seqs: Sequence[int]) -> None: ...
     async def release_all(self) -> int:

@@ -93,6 +93,21 @@ class SqlDeliveryQueue:
         if outcomes:
             await self.db.run(partial(_record, owner, outcomes, now_ms))
 
+    async def record_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        now_ms: int,
+        *,
+        limit: int,
+        lease_ms: int,
+        rooms: Mapping[str, int],
+        default_room: int,
+    ) -> ClaimBatch:
+        lease = {"until": now_ms + lease_ms, "owner": owner}
+        claim = partial(_claim, self._pg, now_ms, limit, dict(rooms), default_room, lease)
+        return await self.db.run(partial(_record_then, owner, outcomes, now_ms, claim))
+
     async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
         values = {"lease_until": until_ms}
         await self.db.run(partial(_update_leased, owner, list(seqs), values))
@@ -103,6 +118,18 @@ class SqlDeliveryQueue:
 
     async def release_all(self) -> int:
         return await self.db.run(_release_all)
+
+
+def _record_then(
+    owner: str,
+    outcomes: Sequence[Outcome],
+    now_ms: int,
+    claim: partial[ClaimBatch],
+    conn: Connection,
+) -> ClaimBatch:
+    if outcomes:
+        _record(owner, outcomes, now_ms, conn)
+    return claim(conn)
 
 
 @functools.cache
