@@ -348,8 +348,8 @@ class SenderPool:
     fewest jobs outstanding, so the work spreads by load, not by the number of endpoints.
 
     Each child lives, dies and is replaced on its own, as a :class:`ProcessTransport`
-    describes: when one dies, only its unreported jobs go back to the queue, and its
-    endpoints move to the others as soon as they have nothing outstanding there.
+    describes: when one dies, only its unreported jobs go back to the queue, and new work
+    goes to the children still running until its replacement is up.
     """
 
     def __init__(self, config: CourierConfig, *, processes: int, log_level: str = "info") -> None:
@@ -389,8 +389,7 @@ class SenderPool:
             claim, endpoint = assignment
             home = self._home.get(endpoint.id)
             if home is None:
-                home = self._per_part.index(min(self._per_part))
-                self._home[endpoint.id] = home
+                home = self._home[endpoint.id] = self._least_busy()
             self._endpoint_of[claim.seq] = endpoint.id
             self._per_endpoint[endpoint.id] += 1
             self._per_part[home] += 1
@@ -409,6 +408,12 @@ class SenderPool:
         self._endpoint_of.clear()
         self._per_endpoint.clear()
         self._per_part = [0] * len(self._parts)
+
+    def _least_busy(self) -> int:
+        """The child with the fewest jobs outstanding, among those running: one being
+        replaced would only hold the jobs until it is back."""
+        running = [i for i, part in enumerate(self._parts) if part.pid is not None]
+        return min(running or range(len(self._parts)), key=self._per_part.__getitem__)
 
     def _reported(self, part: int, reports: Sequence[Report]) -> None:
         for report in reports:
