@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from croupier.bootstrap import Container
 from croupier.dispatch.courier import EndpointSpec, Job
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
-from croupier.dispatch.transport import CHILD_MODULE, ProcessTransport, SenderPool
+from croupier.dispatch.transport import CHILD_MODULE, ProcessTransport, SenderPool, Transport
 from croupier.dispatch.wire import encode_frame, endpoint_to_wire, job_to_wire
 from croupier.domain.clock import ManualClock
 from croupier.domain.events import Event
@@ -34,17 +34,17 @@ from tests.integration.test_dispatcher import deliveries, make_endpoint, publish
 from tests.support.receiver import Receiver, Reply
 
 DispatcherFactory = Callable[..., tuple[Dispatcher, ProcessTransport]]
+PoolFactory = Callable[..., tuple[Dispatcher, SenderPool]]
+Dispatchers = Callable[[Transport, DispatcherConfig], Dispatcher]
 
 
 @pytest.fixture
-async def with_child(container: Container, clock: ManualClock) -> AsyncIterator[DispatcherFactory]:
-    """``dispatcher, transport = with_child(**config)``: a dispatcher over the test store
-    whose sending happens in a child process; stopped after the test."""
+async def dispatchers(container: Container, clock: ManualClock) -> AsyncIterator[Dispatchers]:
+    """``dispatchers(transport, config)``: a dispatcher over the test store that sends
+    through ``transport``; every one is stopped after the test."""
     made: list[Dispatcher] = []
 
-    def make(**config: Any) -> tuple[Dispatcher, ProcessTransport]:
-        settings = DispatcherConfig(**config)
-        transport = ProcessTransport(settings.courier, log_level="warning")
+    def make(transport: Transport, settings: DispatcherConfig) -> Dispatcher:
         dispatcher = Dispatcher(
             container.dispatcher.queue,
             clock=clock,
@@ -53,11 +53,35 @@ async def with_child(container: Container, clock: ManualClock) -> AsyncIterator[
             transport=transport,
         )
         made.append(dispatcher)
-        return dispatcher, transport
+        return dispatcher
 
     yield make
     for dispatcher in made:
         await dispatcher.stop(drain_s=0)
+
+
+@pytest.fixture
+def with_child(dispatchers: Dispatchers) -> DispatcherFactory:
+    """``dispatcher, transport = with_child(**config)``: sending happens in a child process."""
+
+    def make(**config: Any) -> tuple[Dispatcher, ProcessTransport]:
+        settings = DispatcherConfig(**config)
+        transport = ProcessTransport(settings.courier, log_level="warning")
+        return dispatchers(transport, settings), transport
+
+    return make
+
+
+@pytest.fixture
+def with_pool(dispatchers: Dispatchers) -> PoolFactory:
+    """``dispatcher, pool = with_pool(processes, **config)``: sending happens in a pool."""
+
+    def make(processes: int, **config: Any) -> tuple[Dispatcher, SenderPool]:
+        settings = DispatcherConfig(**config)
+        pool = SenderPool(settings.courier, processes=processes, log_level="warning")
+        return dispatchers(pool, settings), pool
+
+    return make
 
 
 async def until(condition: Callable[[], bool], *, within_s: float, what: str) -> None:
@@ -244,32 +268,6 @@ class CountingReceiver:
             self.in_flight[request.path] -= 1
         self.ids.append((request.path, request.headers["webhook-id"]))
         return web.Response(text="ok")
-
-
-PoolFactory = Callable[..., tuple[Dispatcher, SenderPool]]
-
-
-@pytest.fixture
-async def with_pool(container: Container, clock: ManualClock) -> AsyncIterator[PoolFactory]:
-    """``dispatcher, pool = with_pool(processes, **config)``, stopped after the test."""
-    made: list[Dispatcher] = []
-
-    def make(processes: int, **config: Any) -> tuple[Dispatcher, SenderPool]:
-        settings = DispatcherConfig(**config)
-        pool = SenderPool(settings.courier, processes=processes, log_level="warning")
-        dispatcher = Dispatcher(
-            container.dispatcher.queue,
-            clock=clock,
-            config=settings,
-            rng=random.Random(7),
-            transport=pool,
-        )
-        made.append(dispatcher)
-        return dispatcher, pool
-
-    yield make
-    for dispatcher in made:
-        await dispatcher.stop(drain_s=0)
 
 
 async def test_a_pool_of_two_senders_shares_the_work_and_keeps_each_endpoints_limit(
