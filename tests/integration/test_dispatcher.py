@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -322,3 +323,36 @@ async def test_a_refill_rides_in_the_transaction_that_records_the_outcomes(
     assert max(arrived.values()) == 1, "a combined claim must never send a delivery twice"
     rows = await deliveries(client)
     assert len(rows) == 120 and {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 1)}
+
+
+async def test_publishing_while_every_endpoint_is_full_loses_no_wake_up(
+    client: httpx.AsyncClient, container: Container, clock: ManualClock
+) -> None:
+    receiver = await Receiver.start(lambda _p, _n: Reply(delay_s=0.005))
+    try:
+        await make_endpoint(client, receiver.url("/a"))
+        await make_endpoint(client, receiver.url("/b"))
+        # Four held per endpoint and a poll too far off to rescue a skipped claim: every
+        # event published mid-stream must reach both endpoints through refills or wakes.
+        dispatcher = Dispatcher(
+            container.dispatcher.queue,
+            clock=clock,
+            config=DispatcherConfig(endpoint_max_in_flight=1, idle_poll_s=60.0),
+        )
+        # Publishes announce themselves to this dispatcher, as under serve.
+        container.publish.on_published = dispatcher.notify
+        await dispatcher.start()
+        try:
+            event_ids = set()
+            for n in range(40):
+                event_ids.add(await publish(client, n))
+                if n % 8 == 0:
+                    await asyncio.sleep(0.01)
+            await receiver.wait_for(80, within_s=20)
+        finally:
+            await dispatcher.stop(drain_s=1)
+        arrived = Counter((r.path, r.headers["webhook-id"]) for r in receiver.requests)
+        assert set(arrived) == {(p, e) for p in ("/a", "/b") for e in event_ids}
+        assert max(arrived.values()) == 1
+    finally:
+        await receiver.stop()
