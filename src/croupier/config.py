@@ -46,7 +46,8 @@ class Settings(BaseSettings):
         description=(
             "sender child processes that render, sign and POST webhooks beside the one that "
             "serves the API and claims and records: N children, 0 = none (send in this "
-            "process), -1 or auto = one per core, at most 4, and none on a single core"
+            f"process), -1 or auto = one per core, at most {AUTO_SENDERS_MAX}, and none on a "
+            "single core"
         ),
     )
 

@@ -92,6 +92,16 @@ async def until(condition: Callable[[], bool], *, within_s: float, what: str) ->
         await asyncio.sleep(0.02)
 
 
+async def all_succeeded(client: httpx.AsyncClient, count: int) -> None:
+    """Until the recorder has caught up: exactly ``count`` deliveries, each succeeded."""
+    for _ in range(200):
+        rows = await deliveries(client)
+        if len(rows) == count and {r["status"] for r in rows} == {"succeeded"}:
+            return
+        await asyncio.sleep(0.05)
+    assert [r["status"] for r in rows] == ["succeeded"] * count
+
+
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -145,13 +155,7 @@ async def test_killing_the_sender_child_mid_batch_loses_no_delivery_and_it_is_re
             within_s=20,
             what="every event, after the kill",
         )
-        for _ in range(200):
-            rows = await deliveries(client)
-            if {r["status"] for r in rows} == {"succeeded"}:
-                break
-            await asyncio.sleep(0.05)
-        assert len(rows) == 40
-        assert {r["status"] for r in rows} == {"succeeded"}
+        await all_succeeded(client, 40)
         assert transport.returncode == -signal.SIGKILL
         assert transport.pid not in (None, first)
         copies = Counter(r.headers["webhook-id"] for r in receiver.requests)
@@ -298,12 +302,7 @@ async def test_a_pool_of_two_senders_shares_the_work_and_keeps_each_endpoints_li
         # Each endpoint's jobs go to one child at a time: its limit holds across the pool.
         assert max(receiver.most.values()) <= 3
         assert all(jobs_per_child), f"one child did all the work: {jobs_per_child}"
-        for _ in range(200):
-            rows = await deliveries(client)
-            if [r["status"] for r in rows] == ["succeeded"] * 120:
-                break
-            await asyncio.sleep(0.05)
-        assert [r["status"] for r in rows] == ["succeeded"] * 120
+        await all_succeeded(client, 120)
         await dispatcher.stop(drain_s=5)
         assert all(gone(pid) for pid in pids)
     finally:
@@ -330,12 +329,7 @@ async def test_killing_one_sender_of_a_pool_loses_nothing_and_leaves_the_other_a
         )
         assert survivor in pool.pids and not gone(survivor), "the other child lives on"
         assert len(pool.pids) == 2 and doomed not in pool.pids, "the dead one is replaced"
-        for _ in range(200):
-            rows = await deliveries(client)
-            if {r["status"] for r in rows} == {"succeeded"}:
-                break
-            await asyncio.sleep(0.05)
-        assert len(rows) == 40 and {r["status"] for r in rows} == {"succeeded"}
+        await all_succeeded(client, 40)
         copies = Counter(receiver.ids)
         # Only requests in flight in the killed child may come twice.
         assert max(copies.values()) <= 2
