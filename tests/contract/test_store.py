@@ -278,6 +278,28 @@ async def test_a_claim_leases_only_due_deliveries_once(
     assert [c.event.id for c in again] == ["now"]
 
 
+async def test_a_claim_reads_each_event_once_for_all_its_endpoints(
+    store: SqlStore, queue: SqlDeliveryQueue
+) -> None:
+    await seed(store, "a", endpoints=[endpoint("a", ep) for ep in ("ep_1", "ep_2", "ep_3")])
+    fanned = dataclasses.replace(event("a", "fan"), ordering_key="k", trace_id="tr")
+    await publish(store, fanned, [("ep_1", None), ("ep_2", None), ("ep_3", None)])
+    await publish(store, event("a", "solo"), [("ep_2", None)])
+    claims = await claim(queue, "w", now_ms=T0, limit=10, lease_ms=1000)
+    assert sorted((c.event.id, c.endpoint_id) for c in claims) == [
+        ("fan", "ep_1"),
+        ("fan", "ep_2"),
+        ("fan", "ep_3"),
+        ("solo", "ep_2"),
+    ]
+    fan = [c.event for c in claims if c.event.id == "fan"]
+    assert all(e is fan[0] for e in fan), "an event fanned out is one object"
+    got = fan[0]
+    assert (got.tenant_id, got.type, got.ordering_key, got.trace_id) == ("a", "t", "k", "tr")
+    assert orjson.loads(got.data_json) == {"n": 1}
+    assert got.seq > 0
+
+
 async def test_claims_skip_excluded_disabled_and_deleted_endpoints(
     store: SqlStore, queue: SqlDeliveryQueue
 ) -> None:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 from collections import Counter
 from collections.abc import Mapping
 
-from croupier.dispatch.courier import Courier, CourierConfig, EndpointSpec, Job, Report
+from croupier.dispatch.courier import (
+    Courier,
+    CourierConfig,
+    EndpointSpec,
+    Job,
+    Report,
+    build_headers,
+    redact,
+)
 from croupier.dispatch.sender import HttpSender
 from croupier.domain.clock import ManualClock
 from croupier.domain.deliveries import AttemptResult
 from croupier.domain.events import Event
+from croupier.domain.signing import signer_for
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -135,3 +146,29 @@ async def test_finish_reports_queued_jobs_unsent_at_once_and_lets_running_ones_e
         await all_in.wait()
     assert {r.seq for r in reports if r.result is not None} == {0, 1}
     assert sender.order == ["a", "a"], "nothing new started after finish()"
+
+
+def test_headers_carry_a_w3c_traceparent_with_a_fresh_span_for_every_request() -> None:
+    signer = signer_for("standard", (SECRET,))
+    plain = job(1, "a").event
+    traced = dataclasses.replace(plain, trace_id="0AF7651916CD43DD8448EB211C80319C")
+    seen = set()
+    for event in (plain, plain, traced):
+        headers = build_headers(spec("a"), signer, event, b"{}", 1_700_000_000_000)
+        version, trace, span, flags = headers["traceparent"].split("-")
+        assert (version, flags, len(trace), len(span)) == ("00", "01", 32, 16)
+        assert int(span, 16) != 0
+        seen.add(span)
+        if event is traced:
+            assert trace == "0af7651916cd43dd8448eb211c80319c", "a W3C trace id is kept"
+        else:
+            assert trace == hashlib.sha256(b"evt_1").hexdigest()[:32], "others are digested"
+    assert len(seen) == 3
+
+
+def test_an_attempt_keeps_the_request_headers_with_the_endpoints_own_values_redacted() -> None:
+    headers = {"X-Key": "secret", "webhook-id": "evt_1"}
+    with_own = spec("a")._replace(headers={"X-Key": "secret"})
+    assert redact(headers, with_own) == {"X-Key": "[redacted]", "webhook-id": "evt_1"}
+    assert headers["X-Key"] == "secret", "the request itself is not changed"
+    assert redact(headers, spec("a")) is headers, "nothing to hide: no copy"

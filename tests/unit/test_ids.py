@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 
-from croupier.domain.ids import new_id
+from croupier.domain.ids import new_id, random_bytes
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -28,3 +30,23 @@ def test_ids_sort_by_their_time() -> None:
 
 def test_ids_made_in_the_same_millisecond_differ() -> None:
     assert len({new_id("d", now_ms=5) for _ in range(1000)}) == 1000
+
+
+def test_random_bytes_come_from_a_pool_that_threads_and_forked_children_never_share() -> None:
+    seen = [random_bytes(10) for _ in range(2000)]  # spans several blocks
+    other: list[bytes] = []
+    worker = threading.Thread(target=lambda: other.extend(random_bytes(10) for _ in range(500)))
+    worker.start()
+    worker.join()
+    assert len(set(seen) | set(other)) == 2500
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only reports back
+        os.write(write_end, random_bytes(16))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    from_child = os.read(read_end, 16)
+    os.close(read_end)
+    os.close(write_end)
+    assert from_child != random_bytes(16), "a forked child draws a block of its own"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -16,6 +17,8 @@ from croupier.dispatch.wire import (
     endpoint_to_wire,
     job_from_wire,
     job_to_wire,
+    jobs_from_wire,
+    jobs_to_wire,
     reports_from_wire,
     reports_to_wire,
 )
@@ -79,3 +82,23 @@ def test_jobs_endpoints_and_reports_survive_the_wire_unchanged() -> None:
     assert endpoint_from_wire(wire_spec) == spec
     assert job_from_wire(wire_job) == job
     assert reports_from_wire(wire_reports) == reports
+
+
+def test_jobs_of_one_event_carry_it_across_once_and_share_it_on_arrival() -> None:
+    events = [
+        Event(f"evt_{n}", "ten_1", "t", "1.0.0", b"x" * 900, 1, 2, None, None) for n in range(3)
+    ]
+    jobs = [Job(n, f"dlv_{n}", 1, f"ep_{n % 5}", 1, events[n // 5]) for n in range(15)]
+    frame = encode_frame(jobs_to_wire(jobs))
+    assert len(frame) < 3 * 900 + 15 * 100, "each event's data is written once"
+    [wire] = FrameDecoder().feed(frame)
+    back = jobs_from_wire(wire)
+    assert back == jobs
+    assert len({id(job.event) for job in back}) == 3
+    # distinct but equal events stay distinct objects: sharing follows identity only
+    twins = [
+        Job(1, "dlv_1", 1, "ep", 1, events[0]),
+        Job(2, "dlv_2", 1, "ep", 1, dataclasses.replace(events[0])),
+    ]
+    [wire] = FrameDecoder().feed(encode_frame(jobs_to_wire(twins)))
+    assert len({id(job.event) for job in jobs_from_wire(wire)}) == 2

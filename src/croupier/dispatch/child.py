@@ -62,7 +62,7 @@ async def _serve(args: argparse.Namespace) -> int:
         FINISH,
         FrameProtocol,
         endpoint_from_wire,
-        job_from_wire,
+        jobs_from_wire,
         reports_to_wire,
     )
     from croupier.domain.clock import SystemClock
@@ -93,7 +93,7 @@ async def _serve(args: argparse.Namespace) -> int:
             return
         endpoints, jobs = message
         courier.learn(endpoint_from_wire(e) for e in endpoints)
-        courier.submit(job_from_wire(j) for j in jobs)
+        courier.submit(jobs_from_wire(jobs))
 
     settle_heap()
     protocol = FrameProtocol(on_message, ended.set)

@@ -9,8 +9,8 @@ within the global and per-endpoint concurrency limits, and hands back reports in
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import os
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +26,7 @@ from croupier.domain.deliveries import AttemptResult
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.envelope import render_envelope
 from croupier.domain.events import Event
-from croupier.domain.ids import new_id
+from croupier.domain.ids import new_id, random_bytes
 from croupier.domain.signing import Signer, signer_for
 
 log = structlog.get_logger("croupier.dispatch")
@@ -268,18 +268,29 @@ def build_headers(
     headers["User-Agent"] = USER_AGENT
     trace_id = event.trace_id or event.id
     headers["X-Trace-Id"] = trace_id
-    headers["traceparent"] = f"00-{_trace_hex(trace_id)}-{os.urandom(8).hex()}-01"
+    headers["traceparent"] = f"00-{_trace_hex(trace_id)}-{_span_id()}-01"
     headers.update(signer.sign(event.id, now_ms // 1000, body))
     return headers
 
 
-def redact(headers: Mapping[str, str], spec: EndpointSpec) -> dict[str, str]:
-    """What an attempt keeps of the request: the endpoint's own header values may be secrets."""
+def redact(headers: dict[str, str], spec: EndpointSpec) -> dict[str, str]:
+    """What an attempt keeps of the request: the endpoint's own header values may be secrets.
+    Without such headers it is ``headers`` itself, which nothing changes once sent."""
+    if not spec.headers:
+        return headers
     return {k: "[redacted]" if k in spec.headers else v for k, v in headers.items()}
 
 
+def _span_id() -> str:
+    """A W3C parent id: 16 hex digits, never all zeros."""
+    span = random_bytes(8).hex()
+    return span if span != "0" * 16 else "0" * 15 + "1"
+
+
+@functools.lru_cache(maxsize=4096)
 def _trace_hex(trace_id: str) -> str:
-    """A W3C trace id (32 hex digits): the trace id itself if it is one, else its digest."""
+    """A W3C trace id (32 hex digits): the trace id itself if it is one, else its digest.
+    Remembered: an event's trace id comes back once for each of its endpoints."""
     lowered = trace_id.lower()
     if _HEX32.match(lowered) and lowered != "0" * 32:
         return lowered

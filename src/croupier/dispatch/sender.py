@@ -55,7 +55,7 @@ class HttpSender:
             timeout = self._timeouts[timeout_ms] = aiohttp.ClientTimeout(total=timeout_ms / 1000)
         try:
             async with self._session.post(
-                url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
                 raw = await resp.content.read(RESPONSE_BODY_LIMIT)
                 return AttemptResult(

@@ -29,7 +29,7 @@ from croupier.dispatch.wire import (
     WireEndpoint,
     WireJob,
     endpoint_to_wire,
-    job_to_wire,
+    jobs_to_wire,
     reports_from_wire,
 )
 from croupier.domain.clock import Clock
@@ -309,10 +309,8 @@ class ProcessTransport:
 
     def _send(self, child: _Child, batch: Sequence[Assignment]) -> None:
         endpoints: list[WireEndpoint] = [endpoint_to_wire(s) for s in child.book.news(batch)]
-        jobs: list[WireJob] = []
-        for claim, endpoint in batch:
-            jobs.append(job_to_wire(job_of(claim, endpoint)))
-            child.outstanding.add(claim.seq)
+        jobs: list[WireJob] = jobs_to_wire([job_of(claim, endpoint) for claim, endpoint in batch])
+        child.outstanding.update(claim.seq for claim, _ in batch)
         message: JobsMessage = (endpoints, jobs)
         child.protocol.send(message)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import structlog
@@ -159,41 +159,59 @@ def endpoint_from_wire(raw: WireEndpoint) -> EndpointSpec:
 
 
 def job_to_wire(job: Job) -> WireJob:
-    e = job.event
-    return (
-        job.seq,
-        job.delivery_id,
-        job.attempt,
-        job.endpoint_id,
-        job.endpoint_version,
-        (
-            e.id,
-            e.tenant_id,
-            e.type,
-            e.schema_version,
-            e.data_json,
-            e.occurred_at_ms,
-            e.created_at_ms,
-            e.ordering_key,
-            e.trace_id,
-        ),
-    )
+    return jobs_to_wire([job])[0]
 
 
 def job_from_wire(raw: WireJob) -> Job:
-    seq, delivery_id, attempt, endpoint_id, endpoint_version, ev = raw
-    event = Event(
-        id=ev[0],
-        tenant_id=ev[1],
-        type=ev[2],
-        schema_version=ev[3],
-        data_json=ev[4],
-        occurred_at_ms=ev[5],
-        created_at_ms=ev[6],
-        ordering_key=ev[7],
-        trace_id=ev[8],
-    )
-    return Job(seq, delivery_id, attempt, endpoint_id, endpoint_version, event)
+    return jobs_from_wire([raw])[0]
+
+
+def jobs_to_wire(jobs: Sequence[Job]) -> list[WireJob]:
+    """Jobs that carry the same event object share its wire tuple, which pickle then writes
+    once: an event fanned out to many endpoints crosses to the child once per batch."""
+    shared: dict[int, WireEvent] = {}
+    out: list[WireJob] = []
+    for job in jobs:
+        e = job.event
+        ev = shared.get(id(e))
+        if ev is None:
+            ev = shared[id(e)] = (
+                e.id,
+                e.tenant_id,
+                e.type,
+                e.schema_version,
+                e.data_json,
+                e.occurred_at_ms,
+                e.created_at_ms,
+                e.ordering_key,
+                e.trace_id,
+            )
+        out.append(
+            (job.seq, job.delivery_id, job.attempt, job.endpoint_id, job.endpoint_version, ev)
+        )
+    return out
+
+
+def jobs_from_wire(raw: Sequence[WireJob]) -> list[Job]:
+    """The jobs of one message; those that shared an event tuple share one Event."""
+    shared: dict[int, Event] = {}
+    out: list[Job] = []
+    for seq, delivery_id, attempt, endpoint_id, endpoint_version, ev in raw:
+        event = shared.get(id(ev))
+        if event is None:
+            event = shared[id(ev)] = Event(
+                id=ev[0],
+                tenant_id=ev[1],
+                type=ev[2],
+                schema_version=ev[3],
+                data_json=ev[4],
+                occurred_at_ms=ev[5],
+                created_at_ms=ev[6],
+                ordering_key=ev[7],
+                trace_id=ev[8],
+            )
+        out.append(Job(seq, delivery_id, attempt, endpoint_id, endpoint_version, event))
+    return out
 
 
 def reports_to_wire(reports: Sequence[Report]) -> list[WireReport]:
@@ -209,13 +227,17 @@ def reports_to_wire(reports: Sequence[Report]) -> list[WireReport]:
                     r.duration_ms,
                     r.status_code,
                     r.error,
-                    dict(r.response_headers),
+                    _plain(r.response_headers),
                     r.response_body,
-                    dict(request_headers),
+                    _plain(request_headers),
                     attempt_id,
                 )
             )
     return out
+
+
+def _plain(headers: Mapping[str, str]) -> dict[str, str]:
+    return headers if type(headers) is dict else dict(headers)
 
 
 def reports_from_wire(raw: Sequence[WireReport]) -> list[Report]:

@@ -43,7 +43,7 @@ _OPEN_HEAD = text("head.status IN ('pending', 'failed')")
 _FREE = text("deliveries.status IN ('pending', 'failed') AND deliveries.lease_owner IS NULL")
 _LEASED = text("deliveries.status IN ('pending', 'failed') AND deliveries.lease_owner IS NOT NULL")
 _CHUNK = 500
-#: The event's columns a claim returns, after its own: ``_claim`` reads them by position.
+#: The event columns a claim reads, after ``seq``: ``_claim`` reads them by position.
 _EVENT_FIELDS = (
     "id",
     "tenant_id",
@@ -202,15 +202,9 @@ def _not_blocked() -> Any:
 
 @functools.cache
 def _lease_statement() -> Any:
-    """Lease the chosen deliveries; the event and the endpoint's version come back with
-    them, as scalar subqueries in RETURNING: one statement instead of three."""
+    """Lease the chosen deliveries; the endpoint's version comes back with them."""
     d = t.deliveries.c
     e = t.endpoints.c
-    ev = t.events.c
-    event_col = {
-        name: select(getattr(ev, name)).where(ev.seq == d.event_seq).scalar_subquery()
-        for name in _EVENT_FIELDS
-    }
     version = select(e.version).where(e.id == d.endpoint_id).scalar_subquery()
     return (
         update(t.deliveries)
@@ -228,8 +222,17 @@ def _lease_statement() -> Any:
             d.event_seq,
             d.ordered_key,
             version.label("endpoint_version"),
-            *(col.label(f"event_{name}") for name, col in event_col.items()),
         )
+    )
+
+
+@functools.cache
+def _events_statement() -> Any:
+    """The events of a claim's deliveries, each read once however many endpoints it goes
+    to. Its columns are read by position in ``_claim``."""
+    ev = t.events.c
+    return select(ev.seq, *(getattr(ev, name) for name in _EVENT_FIELDS)).where(
+        ev.seq.in_(bindparam("seqs", expanding=True))
     )
 
 
@@ -267,6 +270,24 @@ def _claim(
     more = len(chosen) >= limit
     if not chosen:
         return ClaimBatch([], more)
+    leased = conn.execute(_lease_statement(), {**lease, "chosen": chosen}).all()
+    # An event fanned out to many endpoints is read, built and later sent to a sender once:
+    # its deliveries share one Event.
+    events = {
+        r[0]: Event(
+            seq=r[0],
+            id=r[1],
+            tenant_id=r[2],
+            type=r[3],
+            schema_version=r[4],
+            data_json=r[5].encode(),
+            ordering_key=r[6],
+            occurred_at_ms=r[7],
+            created_at_ms=r[8],
+            trace_id=r[9],
+        )
+        for r in conn.execute(_events_statement(), {"seqs": sorted({r[5] for r in leased})})
+    }
     # Rows are read by position, in the order of the statement's RETURNING: this runs
     # for every delivery, and reading by name cost as much as the query.
     claims = [
@@ -278,20 +299,9 @@ def _claim(
             attempts=r[3],
             cycle_start=r[4],
             ordered_key=r[6],
-            event=Event(
-                seq=r[5],
-                id=r[8],
-                tenant_id=r[9],
-                type=r[10],
-                schema_version=r[11],
-                data_json=r[12].encode(),
-                ordering_key=r[13],
-                occurred_at_ms=r[14],
-                created_at_ms=r[15],
-                trace_id=r[16],
-            ),
+            event=events[r[5]],
         )
-        for r in conn.execute(_lease_statement(), {**lease, "chosen": chosen}).all()
+        for r in leased
     ]
     claims.sort(key=lambda c: c.seq)
     return ClaimBatch(claims, more)
