@@ -1,9 +1,10 @@
-"""What the HTTP client costs a sender: croupier's ``HttpSender`` (aiohttp) against a minimal
-kept-alive HTTP/1.1 client on an asyncio protocol with httptools' response parser.
+"""What the HTTP client costs a sender: croupier's ``HttpSender`` against aiohttp's client
+doing the same work (the sender croupier used until the fifth session) and against a
+minimal kept-alive HTTP/1.1 client on an asyncio protocol with httptools' response parser.
 
 A measurement for a design decision, not part of ``make bench``: run it alone on a quiet
 machine with ``.venv/bin/python bench/http_client.py``. It starts the delivery bench's
-receiver, then alternates the two clients (same nine headers, same ~1 KiB body, the same
+receiver, then alternates the three clients (same nine headers, same ~1 KiB body, the same
 64 requests in flight, a 10 s timeout each) for a fixed number of rounds, and prints each
 client's CPU per POST (this process only) and rate. The minimal client is only a probe of
 the floor: it handles neither TLS, redirects, ``Connection: close`` nor errors.
@@ -20,11 +21,13 @@ import time
 from pathlib import Path
 from typing import cast
 
+import aiohttp
 import httptools
 import orjson
 import uvloop
 
 from croupier.dispatch.sender import HttpSender
+from croupier.domain.deliveries import RESPONSE_BODY_LIMIT
 
 HERE = Path(__file__).resolve().parent
 BODY = orjson.dumps({"id": "probe", "type": "bench.probe", "data": {"pad": "x" * 900}})
@@ -84,13 +87,46 @@ def _request_head(port: int, path: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+class _Aiohttp:
+    """aiohttp's client doing what a sender does: a POST, a status, headers, 4 KiB of body."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=10)
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=0, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+
+    async def post(self, url: str) -> int:
+        assert self._session is not None
+        async with self._session.post(
+            url, data=BODY, headers=HEADERS, timeout=self._timeout, allow_redirects=False
+        ) as resp:
+            await resp.content.read(RESPONSE_BODY_LIMIT)
+            {name.lower(): value for name, value in resp.headers.items()}
+            return resp.status
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 async def _trial(kind: str, port: int) -> tuple[float, float]:
     """CPU seconds per POST and POSTs/s for one client, after a warm-up."""
     url = f"http://127.0.0.1:{port}/probe"
     sender = HttpSender(max_connections=CONCURRENCY)
+    plain = _Aiohttp()
     probes: list[_Probe] = []
-    if kind == "aiohttp":
+    if kind == "croupier":
         await sender.open()
+    elif kind == "aiohttp":
+        await plain.open()
     else:
         loop = asyncio.get_running_loop()
         for _ in range(CONCURRENCY):
@@ -103,8 +139,10 @@ async def _trial(kind: str, port: int) -> tuple[float, float]:
         nonlocal issued
         while issued < total:
             issued += 1
-            if kind == "aiohttp":
+            if kind == "croupier":
                 await sender.post(url, BODY, HEADERS, timeout_ms=10_000, started_at_ms=0)
+            elif kind == "aiohttp":
+                await plain.post(url)
             else:
                 await probes[slot].post(head, BODY)
 
@@ -116,6 +154,7 @@ async def _trial(kind: str, port: int) -> tuple[float, float]:
         seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
     finally:
         await sender.close()
+        await plain.close()
         for probe in probes:
             probe.close()
     return cpu / POSTS, POSTS / seconds
@@ -133,7 +172,11 @@ async def main() -> int:
         assert receiver.stdout is not None
         line = await asyncio.wait_for(receiver.stdout.readline(), 30)
         port = int(line.split()[1])
-        results: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "minimal": []}
+        results: dict[str, list[tuple[float, float]]] = {
+            "aiohttp": [],
+            "croupier": [],
+            "minimal": [],
+        }
         end = time.monotonic() + DEADLINE_S
         for round_ in range(ROUNDS):
             for kind in results:
