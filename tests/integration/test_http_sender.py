@@ -929,9 +929,11 @@ async def test_a_tls_handshake_that_never_completes_times_out(
 
 
 async def test_a_refused_connection_is_a_connection_failure(sender: HttpSender) -> None:
-    result = await post(sender, f"http://127.0.0.1:{closed_port()}/hook")
+    port = closed_port()
+    result = await post(sender, f"http://127.0.0.1:{port}/hook")
 
     assert_failed(result, "connection failed")
+    assert result.error == f"connection failed: Connection refused (127.0.0.1:{port})"
     assert result.started_at_ms == STARTED_AT_MS
     assert result.duration_ms >= 0
 

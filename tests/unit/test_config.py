@@ -8,8 +8,10 @@ from pydantic import ValidationError
 from croupier.config import AUTO_SENDERS_MAX, MAX_SENDERS, Settings
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(None, 0), (1, 0), (2, 2), (3, 3), (64, 4)])
-def test_auto_runs_one_sender_per_core_up_to_four_and_none_on_one_core(
+@pytest.mark.parametrize(
+    ("cores", "expected"), [(None, 0), (1, 0), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)]
+)
+def test_auto_runs_one_sender_per_two_cores_up_to_four_and_none_on_one_core(
     monkeypatch: pytest.MonkeyPatch, cores: int | None, expected: int
 ) -> None:
     monkeypatch.setattr("croupier.config.os.cpu_count", lambda: cores)
