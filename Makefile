@@ -22,11 +22,12 @@ run: $(VENV)/.run
 	@mkdir -p .croupier
 	@test -s .croupier/admin-key || $(BIN)/python -c "import secrets; print('ck_' + secrets.token_urlsafe(32))" > .croupier/admin-key
 	@echo "Admin API key: $$(cat .croupier/admin-key)"
-	CROUPIER_ADMIN_KEY="$$(cat .croupier/admin-key)" $(BIN)/croupier serve
+	CROUPIER_ADMIN_KEY="$$(cat .croupier/admin-key)" $(BIN)/croupier serve --dev
 
 ## test: lint, then the whole suite on SQLite and PostgreSQL
 test: $(VENV)/.dev lint
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-redis.sh
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.dev

@@ -682,7 +682,11 @@ class Croupier:
                 "CROUPIER_ENVIRONMENT": "bench",
             }
         )
-        argv = [sys.executable, "-m", "croupier.cli", "serve", "--host", HOST, "--port", str(port)]
+        # --dev: the bench's receiver listens on this machine's loopback address.
+        argv = [
+            *(sys.executable, "-m", "croupier.cli", "serve", "--dev"),
+            *("--host", HOST, "--port", str(port)),
+        ]
         log = _open_log(log_path)
         try:
             proc = await b.children.spawn(

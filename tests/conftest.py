@@ -33,6 +33,8 @@ from tests.support.receiver import Receiver
 configure_logging("warning")
 
 ADMIN_KEY = "ck_test_admin_key_0123456789abcdefghijklmnop"
+#: PostgreSQL needs CROUPIER_SECRET_KEY; SQLite runs keep theirs beside the file.
+SECRET_KEY = "Cq6c0sY0mH8b8m1Jx0K9qf3m6n1Yk0cQ2b4d6f8h0j2="
 BACKENDS = [b for b in os.environ.get("CROUPIER_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 PG_ADMIN_URL = os.environ.get(
     "CROUPIER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -109,6 +111,9 @@ def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         admin_key=ADMIN_KEY,
+        secret_key=None if database_url.startswith("sqlite") else SECRET_KEY,
+        # The receivers of the tests listen on 127.0.0.1.
+        allow_loopback=True,
         dispatcher_enabled=False,
         retry_jitter=0.0,
         # In-process sending: the tests drive the dispatcher on a manual clock.

@@ -20,10 +20,16 @@ from croupier.store.lock import FileOwnership
 from croupier.store.migrate import migrate, pending_migrations
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
+from croupier.store.secretbox import load_secret_box
 
 
 class SchemaOutOfDate(RuntimeError):
     pass
+
+
+async def seal_secrets(store: SqlStore) -> int:
+    """Seal the endpoint secrets stored in the clear or under an older key; how many."""
+    return await store.run(lambda uow: uow.endpoints.seal_all())
 
 
 @dataclass
@@ -84,20 +90,27 @@ async def build(
     command must not make a key nobody will ever see.
     """
     clock = clock or SystemClock()
-    db = open_database(settings.database_url)
     sqlite = is_sqlite(settings.database_url)
+    key = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+    box = load_secret_box(key, settings.database_url, sqlite=sqlite)
+    db = open_database(settings.database_url)
     ownership = None
-    queue = SqlDeliveryQueue(db)
+    queue = SqlDeliveryQueue(db, box=box)
+    store = SqlStore(db, box=box)
     try:
         if sqlite and own_store:
             ownership = FileOwnership(db.url)
             ownership.acquire()
-        if auto_migrate if auto_migrate is not None else sqlite:
+        migrating = auto_migrate if auto_migrate is not None else sqlite
+        if migrating:
             await migrate(db)
         elif await pending_migrations(db):
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `croupier migrate` first"
             )
+        if migrating or ownership is not None:
+            # Rows from before secrets were sealed, or sealed under a key since replaced.
+            await seal_secrets(store)
         if ownership is not None:
             await queue.release_all()
     except BaseException:
@@ -105,7 +118,6 @@ async def build(
             ownership.release()
         await db.close()
         raise
-    store = SqlStore(db)
     dispatch = DispatcherConfig(
         claim_batch=settings.claim_batch,
         max_in_flight=settings.max_in_flight,
@@ -114,6 +126,7 @@ async def build(
         idle_poll_s=settings.idle_poll_seconds,
         flush_batch=settings.flush_batch,
         environment=settings.environment,
+        address_policy=settings.address_policy(),
         retry=RetryPolicy(
             jitter=settings.retry_jitter, retry_after_cap_s=settings.retry_after_cap_seconds
         ),
@@ -139,7 +152,9 @@ async def build(
         store=store,
         tenants=tenants,
         event_types=event_types,
-        endpoints=EndpointService(store, clock, event_types),
+        endpoints=EndpointService(
+            store, clock, event_types, address_policy=settings.address_policy()
+        ),
         publish=PublishService(store, clock, event_types, on_published=dispatcher.notify),
         deliveries=DeliveryService(store, clock, on_due=dispatcher.notify),
         dispatcher=dispatcher,

@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+secrets_app = typer.Typer(help="The key that seals endpoint secrets at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 console = Console()
 err = Console(stderr=True)
 
@@ -57,9 +59,22 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     database_url: DatabaseUrl = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Local development: endpoints may be on this machine (loopback addresses).",
+        ),
+    ] = False,
 ) -> None:
     """Run everything in one process: the REST API and the dispatcher."""
-    settings = _settings(host=host, port=port, database_url=database_url, log_level=log_level)
+    settings = _settings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        log_level=log_level,
+        allow_loopback=True if dev else None,
+    )
     _run(_serve(settings))
 
 
@@ -76,6 +91,11 @@ async def _serve(settings: Settings) -> None:
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold]croupier {__version__}[/] listening on [cyan]{url}[/]")
     console.print(f"database: {_redacted(settings.database_url)}")
+    if settings.allow_loopback:
+        console.print(
+            "[yellow]development mode:[/] endpoints may be on this machine (loopback); "
+            "other internal addresses still need CROUPIER_ALLOW_NETWORKS"
+        )
     if boot is not None and boot.generated_admin_key is not None:
         console.print("admin API key (shown once, keep it):")
         console.print(boot.generated_admin_key, highlight=False, soft_wrap=True)
@@ -107,17 +127,45 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     settings = _settings(database_url=database_url)
 
     async def run() -> None:
-        from croupier.store.engine import open_database
-        from croupier.store.migrate import migrate as apply
+        from croupier.bootstrap import build
 
-        db = open_database(settings.database_url)
-        try:
-            await apply(db)
-        finally:
-            await db.close()
+        # Migrates, and seals endpoint secrets written before they were sealed.
+        c = await build(
+            settings.model_copy(update={"dispatcher_enabled": False}),
+            auto_migrate=True,
+            own_store=False,
+            generate_admin_key=False,
+        )
+        await c.close()
 
     _run(run())
     console.print(f"migrated {_redacted(settings.database_url)} to the newest schema")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new key for CROUPIER_SECRET_KEY."""
+    from croupier.store.secretbox import SecretBox
+
+    console.print(SecretBox.new_key(), highlight=False)
+
+
+@secrets_app.command("reseal")
+def secrets_reseal(database_url: DatabaseUrl = None) -> None:
+    """Seal every endpoint secret with the first key of CROUPIER_SECRET_KEY.
+
+    To replace the key: set CROUPIER_SECRET_KEY to "NEW,OLD", run this, then drop OLD.
+    """
+    settings = _settings(database_url=database_url)
+
+    async def run() -> int:
+        from croupier.bootstrap import seal_secrets
+
+        async with _container(settings) as c:
+            return await seal_secrets(c.store)
+
+    count = _run(run())
+    console.print(f"{count} endpoints had secrets sealed again")
 
 
 @keys_app.command("create")
@@ -242,8 +290,9 @@ def _known_failure(exc: Exception) -> str | None:
 
     from croupier.bootstrap import SchemaOutOfDate
     from croupier.store.lock import StoreLocked
+    from croupier.store.secretbox import SecretKeyError
 
-    if isinstance(exc, SchemaOutOfDate | StoreLocked):
+    if isinstance(exc, SchemaOutOfDate | StoreLocked | SecretKeyError):
         return str(exc)
     if isinstance(exc, ModuleNotFoundError) and exc.name == "asyncpg":
         return "PostgreSQL needs the driver: pip install 'croupier[postgres]'"

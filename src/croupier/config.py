@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from croupier.domain.network import AddressPolicy
 
 #: ``CROUPIER_SENDERS`` accepts up to this many sender processes.
 MAX_SENDERS = 64
@@ -22,6 +24,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     admin_key: str | None = Field(default=None, repr=False)
+    #: Fernet keys, comma-separated, that seal endpoint secrets at rest (the first seals).
+    secret_key: SecretStr | None = Field(default=None, repr=False)
+    #: Networks (CIDRs, comma- or space-separated) endpoints may reach though not public.
+    allow_networks: str = ""
+    #: Let endpoints reach this machine (127.0.0.0/8, ::1): ``serve --dev``.
+    allow_loopback: bool = False
     environment: str = "production"
     log_level: str = "info"
     max_body_bytes: int = 256 * 1024
@@ -50,6 +58,16 @@ class Settings(BaseSettings):
             "on a single core"
         ),
     )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        AddressPolicy.parse(value)  # a bad entry stops the start, naming it
+        return value
+
+    def address_policy(self) -> AddressPolicy:
+        """Which addresses endpoints may resolve to (the SSRF guard)."""
+        return AddressPolicy.parse(self.allow_networks, allow_loopback=self.allow_loopback)
 
     @field_validator("senders", mode="before")
     @classmethod

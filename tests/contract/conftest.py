@@ -8,6 +8,7 @@ from croupier.store.engine import Database, open_database
 from croupier.store.migrate import migrate
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
+from croupier.store.secretbox import SecretBox
 
 
 @pytest.fixture
@@ -19,10 +20,15 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def store(db: Database) -> SqlStore:
-    return SqlStore(db)
+def box() -> SecretBox:
+    return SecretBox([SecretBox.new_key()])
 
 
 @pytest.fixture
-def queue(db: Database) -> SqlDeliveryQueue:
-    return SqlDeliveryQueue(db)
+def store(db: Database, box: SecretBox) -> SqlStore:
+    return SqlStore(db, box=box)
+
+
+@pytest.fixture
+def queue(db: Database, box: SecretBox) -> SqlDeliveryQueue:
+    return SqlDeliveryQueue(db, box=box)

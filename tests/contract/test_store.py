@@ -23,6 +23,7 @@ from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore, SqlUnitOfWork
+from croupier.store.secretbox import SecretBox
 from croupier.store.tables import metadata, tenants
 
 T0 = 1_700_000_000_000
@@ -595,6 +596,6 @@ async def test_a_prepared_statement_refuses_parameters_named_out_of_order(db: Da
 
 
 async def store_names(db: Database) -> list[str]:
-    return await SqlStore(db).run(
+    return await SqlStore(db, box=SecretBox([SecretBox.new_key()])).run(
         lambda uow: [t.name for t in uow.tenants.page(limit=10, after=None)], write=False
     )

@@ -27,6 +27,8 @@ import orjson
 from aiohttp import web
 
 ADMIN_KEY = "ck_e2e_admin_key_0123456789abcdefghijklmnop"
+#: PostgreSQL needs CROUPIER_SECRET_KEY; SQLite runs keep theirs beside the file.
+SECRET_KEY = "Cq6c0sY0mH8b8m1Jx0K9qf3m6n1Yk0cQ2b4d6f8h0j2="
 EVENT_TYPE = "PLAYER_OPTED_IN"
 _CLI = (sys.executable, "-m", "croupier.cli")
 
@@ -178,6 +180,8 @@ class Launcher:
         values: dict[str, object] = {
             "database_url": self.database_url,
             "admin_key": ADMIN_KEY,
+            "secret_key": None if self.database_url.startswith("sqlite") else SECRET_KEY,
+            "allow_loopback": True,
             "retry_jitter": 0,
             **settings,
         }

@@ -14,9 +14,13 @@ from standardwebhooks.webhooks import Webhook
 from croupier.bootstrap import Container
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from croupier.domain.clock import ManualClock
+from croupier.domain.network import AddressPolicy
 from tests.support.receiver import Receiver, Reply
 
 TYPE = "PLAYER_OPTED_IN"
+
+#: The receivers of these tests listen on 127.0.0.1.
+LOOPBACK = AddressPolicy(allow_loopback=True)
 
 
 def data(n: int = 0) -> dict[str, Any]:
@@ -277,7 +281,9 @@ async def test_an_endpoint_at_its_share_is_refilled_as_its_sends_finish_not_at_t
     dispatcher = Dispatcher(
         container.dispatcher.queue,
         clock=clock,
-        config=DispatcherConfig(endpoint_max_in_flight=2, idle_poll_s=60.0),
+        config=DispatcherConfig(
+            endpoint_max_in_flight=2, idle_poll_s=60.0, address_policy=LOOPBACK
+        ),
     )
     await dispatcher.start()
     try:
@@ -310,7 +316,9 @@ async def test_a_refill_rides_in_the_transaction_that_records_the_outcomes(
     dispatcher = Dispatcher(
         queue,
         clock=clock,
-        config=DispatcherConfig(endpoint_max_in_flight=1, idle_poll_s=60.0),
+        config=DispatcherConfig(
+            endpoint_max_in_flight=1, idle_poll_s=60.0, address_policy=LOOPBACK
+        ),
     )
     await dispatcher.start()
     try:
@@ -337,7 +345,9 @@ async def test_publishing_while_every_endpoint_is_full_loses_no_wake_up(
         dispatcher = Dispatcher(
             container.dispatcher.queue,
             clock=clock,
-            config=DispatcherConfig(endpoint_max_in_flight=1, idle_poll_s=60.0),
+            config=DispatcherConfig(
+                endpoint_max_in_flight=1, idle_poll_s=60.0, address_policy=LOOPBACK
+            ),
         )
         # Publishes announce themselves to this dispatcher, as under serve.
         container.publish.on_published = dispatcher.notify

@@ -21,6 +21,7 @@ import trustme
 
 from croupier.dispatch.sender import HttpSender
 from croupier.domain.deliveries import RESPONSE_BODY_LIMIT, AttemptResult
+from croupier.domain.network import AddressPolicy
 
 #: What a responder returns: go on reading requests on this connection, or hang up.
 KEEP_OPEN = True
@@ -1049,3 +1050,204 @@ async def test_https_to_a_certificate_outside_the_system_trust_store_fails_to_co
     assert result.error is not None
     assert "certificate" in result.error.lower()
     assert server.requests == []
+
+
+# --------------------------------------------------------------------------- address policy
+
+NOT_ALLOWED = "connection failed: address not allowed: "
+
+
+@pytest.fixture
+async def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The addresses the sender asks the event loop to connect to, in order."""
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+    hosts: list[str] = []
+
+    async def recording(factory: Any, host: Any = None, port: Any = None, **kw: Any) -> Any:
+        hosts.append(str(host))
+        return await create_connection(factory, host, port, **kw)
+
+    monkeypatch.setattr(loop, "create_connection", recording)
+    return hosts
+
+
+def resolve_as(
+    monkeypatch: pytest.MonkeyPatch, sender: HttpSender, *answers: list[tuple[str, int]]
+) -> list[str]:
+    """Make ``sender`` resolve every name to ``answers[0]``, then ``answers[1]``, ... (the
+    last one from then on); returns the names it is asked for."""
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[tuple[str, int]]:
+        asked.append(host)
+        return answers[min(len(asked), len(answers)) - 1]
+
+    monkeypatch.setattr(sender, "_resolve", resolve)
+    return asked
+
+
+async def test_the_default_address_policy_refuses_loopback_without_connecting(
+    serve: Servers, senders: Senders, dialled: list[str]
+) -> None:
+    server = await serve(answer_ok)
+    sender = await senders(address_policy=AddressPolicy())
+
+    first = await post(sender, server.url())
+    second = await post(sender, server.url())  # from the resolver's cache: checked again
+
+    for result in (first, second):
+        assert result.error == f"{NOT_ALLOWED}127.0.0.1 is a loopback address"
+        assert result.status_code is None
+        assert result.started_at_ms == STARTED_AT_MS
+    assert dialled == []
+    await asyncio.sleep(0.05)  # room for a connection that should not come
+    assert server.connections == 0
+    assert server.bytes_received == 0
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [AddressPolicy(allow_loopback=True), AddressPolicy.parse("127.0.0.0/8")],
+    ids=["allow-loopback", "allow-list"],
+)
+async def test_a_policy_that_allows_loopback_posts_and_keeps_the_connection_alive(
+    serve: Servers, senders: Senders, dialled: list[str], policy: AddressPolicy
+) -> None:
+    server = await serve(answer_ok)
+    sender = await senders(address_policy=policy)
+
+    first = await post(sender, server.url(), b"one")
+    second = await post(sender, server.url(), b"two")
+
+    assert_ok(first)
+    assert_ok(second)
+    assert [r.body for r in server.requests] == [b"one", b"two"]
+    assert server.connections == 1
+    assert dialled == ["127.0.0.1"]
+
+
+async def test_an_allow_list_without_loopback_still_refuses_it(
+    serve: Servers, senders: Senders, dialled: list[str]
+) -> None:
+    server = await serve(answer_ok)
+    sender = await senders(address_policy=AddressPolicy.parse("10.0.0.0/8, fd00::/8"))
+
+    result = await post(sender, server.url())
+
+    assert result.error == f"{NOT_ALLOWED}127.0.0.1 is a loopback address"
+    assert dialled == []
+    assert server.connections == 0
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused_without_connecting(
+    serve: Servers, senders: Senders, dialled: list[str]
+) -> None:
+    server = await serve(answer_ok)
+    sender = await senders(address_policy=AddressPolicy())
+
+    result = await post(sender, server.url(host="localhost"))
+
+    assert result.error is not None
+    assert result.error.startswith(NOT_ALLOWED), result.error
+    # /etc/hosts may list ::1 before 127.0.0.1: the first refused one is named.
+    assert result.error.endswith(("127.0.0.1 is a loopback address", "::1 is a loopback address"))
+    assert dialled == []
+    await asyncio.sleep(0.05)
+    assert server.connections == 0
+
+
+async def test_refused_addresses_among_the_resolved_ones_are_skipped_and_never_dialled(
+    serve: Servers, senders: Senders, dialled: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await serve(answer_ok)
+    sender = await senders(address_policy=AddressPolicy(allow_loopback=True))
+    resolve_as(
+        monkeypatch,
+        sender,
+        [
+            ("169.254.169.254", server.port),
+            ("10.0.0.7", server.port),
+            ("::ffff:10.0.0.8", server.port),
+            ("127.0.0.1", server.port),
+        ],
+    )
+
+    result = await post(sender, server.url(host="receiver.test"))
+
+    assert_ok(result)
+    assert dialled == ["127.0.0.1"]
+    assert server.requests[0].header("Host") == f"receiver.test:{server.port}"
+
+
+async def test_a_name_that_rebinds_to_an_internal_address_is_refused_at_the_next_connection(
+    serve: Servers, senders: Senders, dialled: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def respond(exchange: Exchange) -> bool:
+        await exchange.send(http_response(200, b"ok", headers=[("Connection", "close")]))
+        return HANG_UP
+
+    server = await serve(respond)
+    sender = await senders(address_policy=AddressPolicy(allow_loopback=True))
+    asked = resolve_as(
+        monkeypatch, sender, [("127.0.0.1", server.port)], [("10.0.0.7", server.port)]
+    )
+
+    first = await post(sender, server.url(host="rebind.test"))
+    second = await post(sender, server.url(host="rebind.test"))
+
+    assert_ok(first)
+    assert second.error == f"{NOT_ALLOWED}10.0.0.7 is a private address"
+    assert asked == ["rebind.test", "rebind.test"]
+    # The loop is handed the checked address, never the name it could resolve once more.
+    assert dialled == ["127.0.0.1"]
+    assert server.connections == 1
+
+
+async def test_when_an_allowed_address_fails_its_failure_is_reported_not_the_refusals(
+    senders: Senders, dialled: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    sender = await senders(address_policy=AddressPolicy(allow_loopback=True))
+    resolve_as(monkeypatch, sender, [("10.0.0.7", port), ("127.0.0.1", port), ("10.0.0.8", port)])
+
+    result = await post(sender, f"http://receiver.test:{port}/hook")
+
+    assert result.error == f"connection failed: Connection refused (127.0.0.1:{port})"
+    assert dialled == ["127.0.0.1"]
+
+
+async def test_https_connects_to_the_checked_address_and_verifies_the_url_host(
+    serve: Servers,
+    senders: Senders,
+    dialled: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    ca: trustme.CA,
+    client_tls: ssl.SSLContext,
+) -> None:
+    # A certificate for the name only: it verifies only if the name, not the address that
+    # is dialled, is what the handshake checks.
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("receiver.test").configure_cert(server_tls)
+    server = await serve(answer_ok, ssl_context=server_tls)
+    sender = await senders(
+        address_policy=AddressPolicy(allow_loopback=True), ssl_context=client_tls
+    )
+    resolve_as(monkeypatch, sender, [("10.0.0.7", server.port), ("127.0.0.1", server.port)])
+
+    result = await post(sender, server.url("/x", scheme="https", host="receiver.test"))
+
+    assert_ok(result)
+    assert dialled == ["127.0.0.1"]
+    assert server.requests[0].header("Host") == f"receiver.test:{server.port}"
+
+
+async def test_without_an_address_policy_every_address_is_dialled_as_before(
+    serve: Servers, sender: HttpSender, dialled: list[str]
+) -> None:
+    server = await serve(answer_ok)
+
+    result = await post(sender, server.url())
+
+    assert_ok(result)
+    assert dialled == ["127.0.0.1"]

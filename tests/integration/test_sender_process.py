@@ -30,12 +30,15 @@ from croupier.dispatch.transport import CHILD_MODULE, ProcessTransport, SenderPo
 from croupier.dispatch.wire import encode_frame, endpoint_to_wire, job_to_wire
 from croupier.domain.clock import ManualClock
 from croupier.domain.events import Event
+from croupier.domain.network import AddressPolicy
 from tests.integration.test_dispatcher import deliveries, make_endpoint, publish
 from tests.support.receiver import Receiver, Reply
 
 DispatcherFactory = Callable[..., tuple[Dispatcher, ProcessTransport]]
 PoolFactory = Callable[..., tuple[Dispatcher, SenderPool]]
 Dispatchers = Callable[[Transport, DispatcherConfig], Dispatcher]
+
+LOOPBACK = AddressPolicy(allow_loopback=True)
 
 
 @pytest.fixture
@@ -65,7 +68,8 @@ def with_child(dispatchers: Dispatchers) -> DispatcherFactory:
     """``dispatcher, transport = with_child(**config)``: sending happens in a child process."""
 
     def make(**config: Any) -> tuple[Dispatcher, ProcessTransport]:
-        settings = DispatcherConfig(**config)
+        # The receivers of these tests listen on 127.0.0.1.
+        settings = DispatcherConfig(**{"address_policy": LOOPBACK, **config})
         transport = ProcessTransport(settings.courier, log_level="warning")
         return dispatchers(transport, settings), transport
 
@@ -77,7 +81,8 @@ def with_pool(dispatchers: Dispatchers) -> PoolFactory:
     """``dispatcher, pool = with_pool(processes, **config)``: sending happens in a pool."""
 
     def make(processes: int, **config: Any) -> tuple[Dispatcher, SenderPool]:
-        settings = DispatcherConfig(**config)
+        # The receivers of these tests listen on 127.0.0.1.
+        settings = DispatcherConfig(**{"address_policy": LOOPBACK, **config})
         pool = SenderPool(settings.courier, processes=processes, log_level="warning")
         return dispatchers(pool, settings), pool
 
@@ -205,6 +210,7 @@ async def test_the_sender_child_ignores_ctrl_c_and_exits_when_its_parent_end_clo
         "4",
         "--environment",
         "test",
+        "--allow-loopback",
         "--log-level",
         "warning",
         pass_fds=(theirs.fileno(),),

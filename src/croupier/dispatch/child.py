@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-in-flight", type=int, required=True)
     parser.add_argument("--endpoint-max-in-flight", type=int, required=True)
     parser.add_argument("--environment", required=True)
+    parser.add_argument("--allow-networks", default="", help="CIDRs the SSRF guard lets through")
+    parser.add_argument("--allow-loopback", action="store_true")
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -66,9 +68,11 @@ async def _serve(args: argparse.Namespace) -> int:
         reports_to_wire,
     )
     from croupier.domain.clock import SystemClock
+    from croupier.domain.network import AddressPolicy
     from croupier.runtime import settle_heap
 
-    sender = HttpSender(max_connections=args.max_in_flight)
+    policy = AddressPolicy.parse(args.allow_networks, allow_loopback=args.allow_loopback)
+    sender = HttpSender(max_connections=args.max_in_flight, address_policy=policy)
     await sender.open()
     ended = asyncio.Event()
     protocol: FrameProtocol
@@ -83,6 +87,7 @@ async def _serve(args: argparse.Namespace) -> int:
             max_in_flight=args.max_in_flight,
             endpoint_max_in_flight=args.endpoint_max_in_flight,
             environment=args.environment,
+            address_policy=policy,
         ),
         on_reports=on_reports,
     )

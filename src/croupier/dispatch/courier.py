@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import structlog
@@ -24,10 +24,11 @@ from croupier.dispatch.sender import HttpSender
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import AttemptResult
 from croupier.domain.endpoints import Endpoint
-from croupier.domain.envelope import render_envelope
+from croupier.domain.envelope import render_data, render_envelope
 from croupier.domain.events import Event
 from croupier.domain.ids import new_id, random_bytes
-from croupier.domain.signing import Signer, signer_for
+from croupier.domain.network import AddressPolicy
+from croupier.domain.signing import DEFAULT_HEADER_PREFIX, Signer, signer_for
 
 log = structlog.get_logger("croupier.dispatch")
 
@@ -42,6 +43,8 @@ class CourierConfig:
     max_in_flight: int = 512
     endpoint_max_in_flight: int = 16
     environment: str = "production"
+    #: Which addresses the HTTP client may connect to (the SSRF guard's connect-time half).
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 class EndpointSpec(NamedTuple):
@@ -55,9 +58,14 @@ class EndpointSpec(NamedTuple):
     dialect: str
     #: Newest first; each one signs, so a receiver that knows any of them accepts.
     secrets: tuple[str, ...]
+    header_prefix: str = DEFAULT_HEADER_PREFIX
+    format: str = "envelope"
+    #: When ``secrets[1:]`` (the secret before a rotation) stop signing; None: they never do.
+    previous_until_ms: int | None = None
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointSpec:
+        previous = endpoint.previous_secret
         return cls(
             endpoint.id,
             endpoint.version,
@@ -65,7 +73,10 @@ class EndpointSpec(NamedTuple):
             dict(endpoint.headers),
             endpoint.timeout_ms,
             endpoint.dialect,
-            (endpoint.secret,),
+            (endpoint.secret,) if previous is None else (endpoint.secret, previous),
+            endpoint.header_prefix,
+            endpoint.format,
+            endpoint.previous_secret_until_ms if previous is not None else None,
         )
 
 
@@ -118,8 +129,8 @@ class Courier:
         self._clock = clock
         self._config = config
         self._on_reports = on_reports
-        self._endpoints: dict[str, tuple[EndpointSpec, Signer]] = {}
-        self._queues: dict[str, deque[tuple[Job, EndpointSpec, Signer]]] = {}
+        self._endpoints: dict[str, tuple[EndpointSpec, _Signers]] = {}
+        self._queues: dict[str, deque[tuple[Job, EndpointSpec, _Signers]]] = {}
         self._workers: Counter[str] = Counter()
         self._busy = 0
         #: Endpoints with queued jobs that found every slot taken, in arrival order.
@@ -132,7 +143,7 @@ class Courier:
         """Remember endpoints (their newest version replaces any older one)."""
         for spec in specs:
             try:
-                self._endpoints[spec.id] = (spec, signer_for(spec.dialect, spec.secrets))
+                self._endpoints[spec.id] = (spec, _Signers.of(spec))
             except Exception:
                 # Its jobs are then reported unsent; the error names the endpoint, no secret.
                 log.exception("cannot sign for endpoint", endpoint_id=spec.id)
@@ -199,7 +210,9 @@ class Courier:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _work(self, endpoint_id: str, queue: deque[tuple[Job, EndpointSpec, Signer]]) -> None:
+    async def _work(
+        self, endpoint_id: str, queue: deque[tuple[Job, EndpointSpec, _Signers]]
+    ) -> None:
         try:
             while queue:
                 await self._send(*queue.popleft())
@@ -224,16 +237,19 @@ class Courier:
             del self._waiting[endpoint_id]
             self._staff(endpoint_id)
 
-    async def _send(self, job: Job, spec: EndpointSpec, signer: Signer) -> None:
+    async def _send(self, job: Job, spec: EndpointSpec, signers: _Signers) -> None:
         try:
             now = self._clock.now_ms()
-            body = render_envelope(
-                job.event,
-                attempt=job.attempt,
-                delivered_at_ms=now,
-                environment=self._config.environment,
-            )
-            headers = build_headers(spec, signer, job.event, body, now)
+            if spec.format == "data":
+                body = render_data(job.event)
+            else:
+                body = render_envelope(
+                    job.event,
+                    attempt=job.attempt,
+                    delivered_at_ms=now,
+                    environment=self._config.environment,
+                )
+            headers = build_headers(spec, signers.at(now), job.event, body, now)
             result = await self._sender.post(
                 spec.url, body, headers, timeout_ms=spec.timeout_ms, started_at_ms=now
             )
@@ -259,6 +275,27 @@ class Courier:
             self._on_reports(ready)
 
 
+class _Signers(NamedTuple):
+    """An endpoint's signer with all its secrets, and with the newest alone for when the
+    rotation's grace window has passed (a courier may keep a spec for longer than that)."""
+
+    every: Signer
+    newest: Signer
+    previous_until_ms: int | None
+
+    @classmethod
+    def of(cls, spec: EndpointSpec) -> _Signers:
+        every = signer_for(spec.dialect, spec.secrets, header_prefix=spec.header_prefix)
+        if len(spec.secrets) == 1:
+            return cls(every, every, None)
+        newest = signer_for(spec.dialect, spec.secrets[:1], header_prefix=spec.header_prefix)
+        return cls(every, newest, spec.previous_until_ms or 0)
+
+    def at(self, now_ms: int) -> Signer:
+        until = self.previous_until_ms
+        return self.every if until is None or now_ms < until else self.newest
+
+
 def build_headers(
     spec: EndpointSpec, signer: Signer, event: Event, body: bytes, now_ms: int
 ) -> dict[str, str]:
@@ -274,8 +311,14 @@ def build_headers(
 
 
 def redact(headers: dict[str, str], spec: EndpointSpec) -> dict[str, str]:
-    """What an attempt keeps of the request: the endpoint's own header values may be secrets.
-    Without such headers it is ``headers`` itself, which nothing changes once sent."""
+    """What an attempt keeps of the request: the endpoint's own header values may be secrets,
+    and so is a bearer endpoint's key. Without either it is ``headers`` itself, which
+    nothing changes once sent."""
+    if spec.dialect == "bearer":
+        return {
+            k: "[redacted]" if k in spec.headers or k == "Authorization" else v
+            for k, v in headers.items()
+        }
     if not spec.headers:
         return headers
     return {k: "[redacted]" if k in spec.headers else v for k, v in headers.items()}

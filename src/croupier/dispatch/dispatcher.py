@@ -31,6 +31,7 @@ from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Attempt, decide
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.ids import new_id
+from croupier.domain.network import AddressPolicy
 from croupier.domain.retry import RetryPolicy
 from croupier.services.ports import Claim, ClaimBatch, DeliveryQueue, Outcome
 
@@ -51,6 +52,7 @@ class DispatcherConfig:
     flush_batch: int = 1000
     environment: str = "production"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
     @property
     def held_limit(self) -> int:
@@ -71,6 +73,7 @@ class DispatcherConfig:
             max_in_flight=self.max_in_flight,
             endpoint_max_in_flight=self.endpoint_max_in_flight,
             environment=self.environment,
+            address_policy=self.address_policy,
         )
 
 
@@ -102,7 +105,11 @@ class Dispatcher:
         self.clock = clock
         self.config = config or DispatcherConfig()
         self.transport: Transport = transport or LocalTransport(
-            sender or HttpSender(max_connections=self.config.max_in_flight),
+            sender
+            or HttpSender(
+                max_connections=self.config.max_in_flight,
+                address_policy=self.config.address_policy,
+            ),
             clock=clock,
             config=self.config.courier,
         )

@@ -23,6 +23,9 @@ What the sender guarantees (``tests/integration/test_http_sender.py``):
   single byte of an answer, is replaced and the request sent once more on a new connection:
   the receiver may have seen the first copy (deliveries are at least once, and receivers
   drop duplicates by ``webhook-id``), but no attempt fails for a connection it closed.
+* With an ``address_policy``, a new connection goes only to a resolved address the policy
+  allows, checked as it is connected to, and to that very address (the URL's host is only
+  the TLS server name), so a name that re-resolves elsewhere (DNS rebinding) gains nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from croupier.domain.deliveries import RESPONSE_BODY_LIMIT, AttemptResult
+from croupier.domain.network import AddressPolicy
 
 #: How much of a response body is read and dropped after ``RESPONSE_BODY_LIMIT`` so that
 #: the connection can be kept; a longer body closes it instead.
@@ -70,7 +74,8 @@ class HttpSender:
     new origin closes the longest-idle connection of another, or waits for one to finish.
     ``ssl_context`` verifies ``https`` receivers (default: the system's trust store).
     Connections idle for ``idle_timeout_s`` (or less, if the receiver says so in a
-    ``Keep-Alive: timeout=N`` header) are closed.
+    ``Keep-Alive: timeout=N`` header) are closed. ``address_policy`` says which addresses
+    may be connected to; None allows every one.
     """
 
     def __init__(
@@ -79,12 +84,14 @@ class HttpSender:
         max_connections: int,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout_s: float = 15.0,
+        address_policy: AddressPolicy | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max_connections = max_connections
         self._ssl_context = ssl_context
         self._idle_timeout_s = idle_timeout_s
+        self._address_policy = address_policy
         self._open = False
         self._targets: dict[str, _Target | str] = {}
         self._addresses: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
@@ -268,8 +275,17 @@ class HttpSender:
     async def _open_connection(self, target: _Target) -> _Connection:
         loop = asyncio.get_running_loop()
         tls = self._ssl_context if target.scheme == "https" else None
+        policy = self._address_policy
         reason = "no address"
+        refusal: str | None = None
+        tried = False
         for host, port in await self._resolve(target.host, target.port):
+            # Checked here rather than when resolving: cached addresses are checked too, and
+            # what is checked is exactly what is connected to.
+            if policy is not None and (refused := policy.refusal(host)) is not None:
+                refusal = refusal or refused
+                continue
+            tried = True
             try:
                 _, connection = await loop.create_connection(
                     lambda: _Connection(target.origin, self._idle_timeout_s),
@@ -282,6 +298,8 @@ class HttpSender:
             except (OSError, ssl.SSLError) as exc:
                 shown = f"[{host}]" if ":" in host else host
                 reason = f"{_describe(exc)} ({shown}:{port})"
+        if refusal is not None and not tried:
+            raise _ConnectError(f"address not allowed: {refusal}")
         raise _ConnectError(reason)
 
     async def _resolve(self, host: str, port: int) -> list[tuple[str, int]]:

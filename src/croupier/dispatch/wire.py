@@ -32,7 +32,7 @@ _LENGTH = struct.Struct(">I")
 #: A frame larger than this is taken for corruption: a batch of jobs stays far below it.
 MAX_FRAME_BYTES = 1 << 30
 
-WireEndpoint = tuple[str, int, str, dict[str, str], int, str, tuple[str, ...]]
+WireEndpoint = tuple[str, int, str, dict[str, str], int, str, tuple[str, ...], str, str, int | None]
 WireEvent = tuple[str, str, str, str, bytes, int, int, str | None, str | None]
 WireJob = tuple[int, str, int, str, int, WireEvent]
 #: ``(seq,)`` for a job that was never sent, else the attempt's fields and request headers.
@@ -151,6 +151,9 @@ def endpoint_to_wire(spec: EndpointSpec) -> WireEndpoint:
         spec.timeout_ms,
         spec.dialect,
         spec.secrets,
+        spec.header_prefix,
+        spec.format,
+        spec.previous_until_ms,
     )
 
 

@@ -52,9 +52,31 @@ class Endpoint:
     disabled: bool = False
     disabled_reason: str | None = None
     dialect: str = "standard"
+    #: ``X-{header_prefix}-Signature`` and ``-Timestamp`` in the ``hmac-hex`` dialect.
+    header_prefix: str = "Croupier"
+    #: ``envelope`` (the default body) or ``data`` (the event's fields, flat).
+    format: str = "envelope"
+    #: The secret before the last rotation, signing beside ``secret`` until the time below.
+    previous_secret: str | None = None
+    previous_secret_until_ms: int | None = None
     created_at_ms: int = 0
     updated_at_ms: int = 0
     version: int = 1
+
+    def signing_secrets(self, now_ms: int) -> tuple[str, ...]:
+        """The secrets a delivery made at ``now_ms`` is signed with, newest first."""
+        if self.previous_secret is not None and now_ms < (self.previous_secret_until_ms or 0):
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+
+FORMATS = ("envelope", "data")
+
+
+def validate_format(body_format: str) -> str:
+    if body_format not in FORMATS:
+        raise ValidationFailed(f"format must be one of {list(FORMATS)}", field="format")
+    return body_format
 
 
 def validate_url(url: str) -> str:

@@ -26,6 +26,17 @@ def render_envelope(event: Event, *, attempt: int, delivered_at_ms: int, environ
     )
 
 
+def render_data(event: Event) -> bytes:
+    """The ``data`` body format: the event's own fields posted flat, with ``event_type``
+    (the shape some receivers were built for). Data that is not an object is posted as
+    ``{"event_type": ..., "data": ...}``. croupier's ``event_type`` wins over a field of
+    the same name in the data."""
+    data = orjson.loads(event.data_json)
+    if isinstance(data, dict):
+        return orjson.dumps({**data, "event_type": event.type})
+    return orjson.dumps({"event_type": event.type, "data": data})
+
+
 def iso_ms(epoch_ms: int) -> str:
     """``2026-01-02T03:04:05.678Z``: ISO 8601 in UTC with milliseconds."""
     return _second_prefix(epoch_ms // 1000) + f"{epoch_ms % 1000:03d}Z"

@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from croupier.catalog import DEFAULT_SUBSCRIPTIONS
 from croupier.domain.clock import Clock
 from croupier.domain.endpoints import (
     DEFAULT_TIMEOUT_MS,
     Endpoint,
+    validate_format,
     validate_headers,
     validate_timeout,
     validate_url,
 )
-from croupier.domain.errors import NotFound, ValidationFailed
+from croupier.domain.errors import InvalidUrl, NotFound, ValidationFailed
 from croupier.domain.ids import new_id
+from croupier.domain.network import AddressPolicy, RefusedAddress, UnresolvableHost, check_host
 from croupier.domain.retry import DEFAULT_SCHEDULE, validate_schedule
-from croupier.domain.signing import DIALECTS, generate_secret, validate_secret
+from croupier.domain.signing import (
+    DEFAULT_HEADER_PREFIX,
+    DIALECTS,
+    generate_secret,
+    public_key,
+    signature_headers,
+    validate_header_prefix,
+    validate_secret,
+)
 from croupier.services.event_types import EventTypeService
 from croupier.services.pagination import Page, check_limit, encode_cursor, str_cursor
 from croupier.services.ports import Store, UnitOfWork
 
 MAX_EVENT_TYPES = 200
+#: How long creating an endpoint waits for its host to resolve before accepting it.
+RESOLVE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,24 @@ class EndpointSpec:
     description: str = ""
     disabled: bool = False
     dialect: str = "standard"
+    header_prefix: str = DEFAULT_HEADER_PREFIX
+    format: str = "envelope"
 
+
+@dataclass(frozen=True)
+class EndpointSecret:
+    """What a receiver needs to verify: the secret (and, for ed25519, the public key)."""
+
+    secret: str
+    public_key: str | None
+    #: The secret before the last rotation, while it still signs; and until when.
+    previous_secret: str | None
+    previous_secret_until_ms: int | None
+
+
+#: A rotation's grace window at most: 30 days.
+MAX_GRACE_SECONDS = 30 * 86_400
+DEFAULT_GRACE_SECONDS = 86_400
 
 #: Fields PATCH may change.
 MUTABLE_FIELDS = frozenset(
@@ -56,25 +87,41 @@ MUTABLE_FIELDS = frozenset(
         "description",
         "disabled",
         "dialect",
+        "header_prefix",
+        "format",
     }
 )
 
 
 class EndpointService:
-    def __init__(self, store: Store, clock: Clock, event_types: EventTypeService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        event_types: EventTypeService,
+        *,
+        address_policy: AddressPolicy | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.event_types = event_types
+        self.address_policy = address_policy if address_policy is not None else AddressPolicy()
 
     async def create(self, tenant_id: str, spec: EndpointSpec) -> Endpoint:
         now = self.clock.now_ms()
+        dialect = _dialect(spec.dialect)
+        header_prefix = validate_header_prefix(spec.header_prefix)
         endpoint = Endpoint(
             id=new_id("ep"),
             tenant_id=tenant_id,
-            url=validate_url(spec.url),
-            secret=validate_secret(spec.secret) if spec.secret is not None else generate_secret(),
+            url=await self._reachable(validate_url(spec.url)),
+            secret=(
+                validate_secret(spec.secret, dialect)
+                if spec.secret is not None
+                else generate_secret(dialect)
+            ),
             event_types=await self._subscriptions(tenant_id, spec.event_types),
-            headers=validate_headers(spec.headers or {}),
+            headers=_headers(spec.headers or {}, dialect, header_prefix),
             timeout_ms=validate_timeout(
                 spec.timeout_ms if spec.timeout_ms is not None else DEFAULT_TIMEOUT_MS
             ),
@@ -85,7 +132,9 @@ class EndpointService:
             description=_description(spec.description),
             disabled=spec.disabled,
             disabled_reason="disabled by request" if spec.disabled else None,
-            dialect=_dialect(spec.dialect),
+            dialect=dialect,
+            header_prefix=header_prefix,
+            format=validate_format(spec.format),
             created_at_ms=now,
             updated_at_ms=now,
         )
@@ -123,13 +172,13 @@ class EndpointService:
                 raise ValidationFailed(f"{name} cannot be null", field=name)
             fields[name] = value
         if "url" in fields:
-            fields["url"] = validate_url(fields["url"])
-        if "secret" in fields:
-            fields["secret"] = validate_secret(fields["secret"])
+            fields["url"] = await self._reachable(validate_url(fields["url"]))
         if "event_types" in fields:
             fields["event_types"] = await self._subscriptions(tenant_id, fields["event_types"])
-        if "headers" in fields:
-            fields["headers"] = validate_headers(fields["headers"])
+        if "header_prefix" in fields:
+            fields["header_prefix"] = validate_header_prefix(fields["header_prefix"])
+        if "format" in fields:
+            fields["format"] = validate_format(fields["format"])
         if "timeout_ms" in fields:
             fields["timeout_ms"] = validate_timeout(fields["timeout_ms"])
         if "retry_schedule" in fields:
@@ -146,8 +195,75 @@ class EndpointService:
             current = uow.endpoints.get(tenant_id, endpoint_id)
             if current is None:
                 raise NotFound(f"no endpoint {endpoint_id!r}")
+            changed = dict(fields)
+            dialect = changed.get("dialect", current.dialect)
+            prefix = changed.get("header_prefix", current.header_prefix)
+            if "secret" in changed:
+                changed["secret"] = validate_secret(changed["secret"], dialect)
+                changed["previous_secret"] = changed["previous_secret_until_ms"] = None
+            elif dialect != current.dialect and not _fits(current.secret, dialect):
+                # The old secret cannot sign in the new dialect: a new one, shown in the answer.
+                changed["secret"] = generate_secret(dialect)
+                changed["previous_secret"] = changed["previous_secret_until_ms"] = None
+            if "headers" in changed or "dialect" in changed or "header_prefix" in changed:
+                changed["headers"] = _headers(
+                    changed.get("headers", current.headers), dialect, prefix
+                )
             updated = dataclasses.replace(
-                current, **fields, updated_at_ms=now, version=current.version + 1
+                current, **changed, updated_at_ms=now, version=current.version + 1
+            )
+            uow.endpoints.update(updated)
+            return updated
+
+        return await self.store.run(work)
+
+    async def secret(self, tenant_id: str, endpoint_id: str) -> EndpointSecret:
+        endpoint = await self.get(tenant_id, endpoint_id)
+        now = self.clock.now_ms()
+        rotating = len(endpoint.signing_secrets(now)) > 1
+        return EndpointSecret(
+            secret=endpoint.secret,
+            public_key=public_key(endpoint.secret) if endpoint.dialect == "ed25519" else None,
+            previous_secret=endpoint.previous_secret if rotating else None,
+            previous_secret_until_ms=endpoint.previous_secret_until_ms if rotating else None,
+        )
+
+    async def rotate_secret(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        grace_seconds: int = DEFAULT_GRACE_SECONDS,
+        secret: str | None = None,
+    ) -> Endpoint:
+        """A new secret (``secret``, or a generated one); the current one keeps signing
+        beside it for ``grace_seconds``, so receivers can switch without a failed delivery.
+        A rotation within the grace window of the one before retires the oldest secret."""
+        if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+            raise ValidationFailed(
+                f"grace_seconds must be in 0..{MAX_GRACE_SECONDS} (30 days)",
+                field="grace_seconds",
+            )
+        now = self.clock.now_ms()
+
+        def work(uow: UnitOfWork) -> Endpoint:
+            current = uow.endpoints.get(tenant_id, endpoint_id)
+            if current is None:
+                raise NotFound(f"no endpoint {endpoint_id!r}")
+            new = (
+                validate_secret(secret, current.dialect)
+                if secret is not None
+                else generate_secret(current.dialect)
+            )
+            if new == current.secret:
+                raise ValidationFailed("the new secret is the current one", field="secret")
+            updated = dataclasses.replace(
+                current,
+                secret=new,
+                previous_secret=current.secret if grace_seconds else None,
+                previous_secret_until_ms=now + grace_seconds * 1000 if grace_seconds else None,
+                updated_at_ms=now,
+                version=current.version + 1,
             )
             uow.endpoints.update(updated)
             return updated
@@ -175,6 +291,21 @@ class EndpointService:
             raise NotFound(f"no endpoint {endpoint_id!r}")
         return tenant_id
 
+    async def _reachable(self, url: str) -> str:
+        """Refuse a URL whose host resolves to an address the SSRF guard forbids. The
+        senders check again on every new connection, on the address they connect to, so a
+        name that resolves elsewhere later (or does not resolve yet) gets no further."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            await asyncio.wait_for(check_host(self.address_policy, host, port), RESOLVE_TIMEOUT_S)
+        except RefusedAddress as exc:
+            raise InvalidUrl(str(exc), field="url") from exc
+        except (UnresolvableHost, TimeoutError):
+            pass  # its DNS may not exist yet; every attempt is checked when it connects
+        return url
+
     async def _subscriptions(
         self, tenant_id: str, event_types: Sequence[str] | None
     ) -> tuple[str, ...]:
@@ -197,6 +328,27 @@ def _description(text: str) -> str:
     if len(text) > 1000:
         raise ValidationFailed("description is longer than 1000 characters", field="description")
     return text
+
+
+def _fits(secret: str, dialect: str) -> bool:
+    try:
+        validate_secret(secret, dialect)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def _headers(headers: Mapping[str, str], dialect: str, header_prefix: str) -> dict[str, str]:
+    """The endpoint's own headers, none of which may be one its dialect signs with."""
+    clean = validate_headers(headers)
+    taken = signature_headers(dialect, header_prefix)
+    for name in clean:
+        if name.lower() in taken:
+            raise ValidationFailed(
+                f"header {name!r} is set by the {dialect} dialect and cannot be overridden",
+                field="headers",
+            )
+    return clean
 
 
 def _dialect(dialect: str) -> str:

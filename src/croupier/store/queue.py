@@ -37,6 +37,7 @@ from croupier.store import tables as t
 from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
 from croupier.store.repositories import endpoint_from_row
+from croupier.store.secretbox import SecretBox
 
 #: Written as literals so that SQLite and PostgreSQL match the partial indexes on them.
 _OPEN_HEAD = text("head.status IN ('pending', 'failed')")
@@ -60,8 +61,9 @@ _EVENT_FIELDS = (
 class SqlDeliveryQueue:
     """Each operation is one transaction on the :class:`Database`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, box: SecretBox) -> None:
         self.db = db
+        self.box = box
         self._pg = db.dialect == "postgresql"
 
     async def claim(
@@ -87,7 +89,7 @@ class SqlDeliveryQueue:
         )
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
-        return await self.db.run(partial(_endpoints, list(endpoint_ids)), write=False)
+        return await self.db.run(partial(_endpoints, list(endpoint_ids), self.box), write=False)
 
     async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
         if outcomes:
@@ -307,9 +309,9 @@ def _claim(
     return ClaimBatch(claims, more)
 
 
-def _endpoints(endpoint_ids: list[str], conn: Connection) -> dict[str, Endpoint]:
+def _endpoints(endpoint_ids: list[str], box: SecretBox, conn: Connection) -> dict[str, Endpoint]:
     rows = conn.execute(select(t.endpoints).where(t.endpoints.c.id.in_(endpoint_ids)))
-    return {r.id: endpoint_from_row(r) for r in rows}
+    return {r.id: endpoint_from_row(r, box) for r in rows}
 
 
 _ATTEMPT_COLUMNS = (

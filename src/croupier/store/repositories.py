@@ -32,6 +32,7 @@ from croupier.services.ports import (
 from croupier.store import tables as t
 from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
+from croupier.store.secretbox import SecretBox
 
 T = TypeVar("T")
 
@@ -39,32 +40,33 @@ T = TypeVar("T")
 class SqlStore:
     """The store: runs units of work on a :class:`Database`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, box: SecretBox) -> None:
         self.db = db
+        self.box = box
 
     async def run(self, work: Callable[[SqlUnitOfWork], T], *, write: bool = True) -> T:
         """``work`` in one transaction, which commits when it returns. A write that collides
         with a concurrent one (a unique key taken meanwhile) surfaces as a retryable
         ``ConcurrentWrite``, never as a driver error."""
         try:
-            return await self.db.run(partial(_in_unit_of_work, work), write=write)
+            return await self.db.run(partial(_in_unit_of_work, work, self.box), write=write)
         except IntegrityError as exc:
             raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
 
 
-def _in_unit_of_work(work: Callable[[SqlUnitOfWork], T], conn: Connection) -> T:
-    return work(SqlUnitOfWork(conn))
+def _in_unit_of_work(work: Callable[[SqlUnitOfWork], T], box: SecretBox, conn: Connection) -> T:
+    return work(SqlUnitOfWork(conn, box))
 
 
 class SqlUnitOfWork:
     """Every repository, on one connection inside one transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, box: SecretBox) -> None:
         self.conn = conn
         self.tenants = SqlTenantRepo(conn)
         self.keys = SqlKeyRepo(conn)
         self.event_types = SqlEventTypeRepo(conn)
-        self.endpoints = SqlEndpointRepo(conn)
+        self.endpoints = SqlEndpointRepo(conn, box)
         self.events = SqlEventRepo(conn)
         self.deliveries = SqlDeliveryRepo(conn)
 
@@ -180,11 +182,12 @@ class SqlEventTypeRepo:
 
 
 class SqlEndpointRepo:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, box: SecretBox) -> None:
         self.conn = conn
+        self.box = box
 
     def add(self, endpoint: Endpoint) -> None:
-        self.conn.execute(insert(t.endpoints).values(**_endpoint_values(endpoint)))
+        self.conn.execute(insert(t.endpoints).values(**_endpoint_values(endpoint, self.box)))
 
     def get(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
         row = (
@@ -196,7 +199,7 @@ class SqlEndpointRepo:
                 )
             )
         ).first()
-        return endpoint_from_row(row) if row else None
+        return endpoint_from_row(row, self.box) if row else None
 
     def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]:
         q = (
@@ -207,10 +210,10 @@ class SqlEndpointRepo:
         )
         if after is not None:
             q = q.where(t.endpoints.c.id > after)
-        return [endpoint_from_row(r) for r in self.conn.execute(q)]
+        return [endpoint_from_row(r, self.box) for r in self.conn.execute(q)]
 
     def update(self, endpoint: Endpoint) -> None:
-        values = _endpoint_values(endpoint)
+        values = _endpoint_values(endpoint, self.box)
         del values["id"], values["tenant_id"], values["created_at"]
         self.conn.execute(
             update(t.endpoints)
@@ -238,6 +241,22 @@ class SqlEndpointRepo:
             for endpoint_id, ordered, event_types in self.conn.execute(q)
             if event_type in orjson.loads(event_types)
         ]
+
+    def seal_all(self) -> int:
+        """Seal every secret stored in the clear or under an older key; how many were."""
+        e = t.endpoints.c
+        rows = self.conn.execute(select(e.id, e.secret, e.previous_secret)).all()
+        count = 0
+        for endpoint_id, secret, previous in rows:
+            values: dict[str, str] = {}
+            if self.box.needs_sealing(secret):
+                values["secret"] = self.box.seal(self.box.open(secret))
+            if previous is not None and self.box.needs_sealing(previous):
+                values["previous_secret"] = self.box.seal(self.box.open(previous))
+            if values:
+                self.conn.execute(update(t.endpoints).where(e.id == endpoint_id).values(**values))
+                count += 1
+        return count
 
     def tenant_of(self, endpoint_id: str) -> str | None:
         q = select(t.endpoints.c.tenant_id).where(
@@ -584,15 +603,19 @@ def _event_type(row: Row[Any]) -> EventType:
     )
 
 
-def _endpoint_values(e: Endpoint) -> dict[str, Any]:
+def _endpoint_values(e: Endpoint, box: SecretBox) -> dict[str, Any]:
     return {
         "id": e.id,
         "tenant_id": e.tenant_id,
         "url": e.url,
         "description": e.description,
         "event_types": orjson.dumps(list(e.event_types)).decode(),
-        "secret": e.secret,
+        "secret": box.seal(e.secret),
         "dialect": e.dialect,
+        "header_prefix": e.header_prefix,
+        "format": e.format,
+        "previous_secret": box.seal(e.previous_secret) if e.previous_secret is not None else None,
+        "previous_secret_until": e.previous_secret_until_ms,
         "headers": orjson.dumps(dict(e.headers)).decode(),
         "timeout_ms": e.timeout_ms,
         "retry_schedule": orjson.dumps(list(e.retry_schedule)).decode(),
@@ -605,15 +628,19 @@ def _endpoint_values(e: Endpoint) -> dict[str, Any]:
     }
 
 
-def endpoint_from_row(row: Row[Any]) -> Endpoint:
+def endpoint_from_row(row: Row[Any], box: SecretBox) -> Endpoint:
     return Endpoint(
         id=row.id,
         tenant_id=row.tenant_id,
         url=row.url,
         description=row.description,
         event_types=tuple(orjson.loads(row.event_types)),
-        secret=row.secret,
+        secret=box.open(row.secret),
         dialect=row.dialect,
+        header_prefix=row.header_prefix,
+        format=row.format,
+        previous_secret=box.open(row.previous_secret) if row.previous_secret is not None else None,
+        previous_secret_until_ms=row.previous_secret_until,
         headers=orjson.loads(row.headers),
         timeout_ms=row.timeout_ms,
         retry_schedule=tuple(orjson.loads(row.retry_schedule)),

@@ -77,6 +77,11 @@ endpoints = Table(
     Column("event_types", Text, nullable=False),
     Column("secret", Text, nullable=False),
     Column("dialect", String(32), nullable=False, server_default="standard"),
+    Column("header_prefix", String(64), nullable=False, server_default="Croupier"),
+    Column("format", String(16), nullable=False, server_default="envelope"),
+    # Secrets are stored sealed (croupier.store.secretbox), never in the clear.
+    Column("previous_secret", Text, nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=True),
     Column("headers", Text, nullable=False, server_default="{}"),
     Column("timeout_ms", Integer, nullable=False),
     Column("retry_schedule", Text, nullable=False),

@@ -40,6 +40,8 @@ class EndpointIn(Body):
     description: Text = ""
     disabled: StrictBool = False
     dialect: Text = "standard"
+    header_prefix: Text = "Croupier"
+    format: Text = "envelope"
 
 
 class EndpointPatch(Body):
@@ -53,6 +55,13 @@ class EndpointPatch(Body):
     description: Text | None = None
     disabled: StrictBool | None = None
     dialect: Text | None = None
+    header_prefix: Text | None = None
+    format: Text | None = None
+
+
+class RotateSecretIn(Body):
+    grace_seconds: StrictInt = 86_400
+    secret: Text | None = None
 
 
 class EventIn(Body):
@@ -95,6 +104,13 @@ def endpoint_out(e: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
         "retry_schedule": list(e.retry_schedule),
         "ordered": e.ordered,
         "dialect": e.dialect,
+        "header_prefix": e.header_prefix,
+        "format": e.format,
+        "previous_secret_expires_at": (
+            iso_ms(e.previous_secret_until_ms)
+            if e.previous_secret is not None and e.previous_secret_until_ms is not None
+            else None
+        ),
         "disabled": e.disabled,
         "disabled_reason": e.disabled_reason,
         "created_at": iso_ms(e.created_at_ms),

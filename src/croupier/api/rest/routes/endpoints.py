@@ -7,9 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from croupier.api.rest.deps import ContainerDep, PrincipalDep
-from croupier.api.rest.models import EndpointIn, EndpointPatch, ReplayIn, endpoint_out
+from croupier.api.rest.models import (
+    EndpointIn,
+    EndpointPatch,
+    ReplayIn,
+    RotateSecretIn,
+    endpoint_out,
+)
 from croupier.api.rest.routes._params import DEFAULT, Cursor, Limit, parse_time
+from croupier.domain.envelope import iso_ms
 from croupier.domain.errors import ValidationFailed
+from croupier.domain.signing import public_key
 from croupier.services.deliveries import ReplayScope
 from croupier.services.endpoints import EndpointSpec
 
@@ -41,10 +49,41 @@ async def update_endpoint(
     endpoint_id: str, body: EndpointPatch, c: ContainerDep, p: PrincipalDep
 ) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
+    before = await c.endpoints.get(p.tenant_id, endpoint_id)
     endpoint = await c.endpoints.update(p.tenant_id, endpoint_id, changes)
     if changes.get("disabled") is False:
         c.dispatcher.notify()
-    return endpoint_out(endpoint)
+    # A change of dialect that the old secret cannot sign in makes a new one: show it.
+    made = "secret" not in changes and endpoint.secret != before.secret
+    return endpoint_out(endpoint, with_secret=made)
+
+
+@router.get("/{endpoint_id}/secret")
+async def get_secret(endpoint_id: str, c: ContainerDep, p: PrincipalDep) -> dict[str, Any]:
+    """The endpoint's secret; for ``ed25519`` also the ``public_key`` receivers verify with.
+    During a rotation's grace window, the previous secret too, and until when it signs."""
+    secret = await c.endpoints.secret(p.tenant_id, endpoint_id)
+    out: dict[str, Any] = {"secret": secret.secret}
+    if secret.public_key is not None:
+        out["public_key"] = secret.public_key
+    if secret.previous_secret is not None and secret.previous_secret_until_ms is not None:
+        out["previous_secret"] = secret.previous_secret
+        if secret.public_key is not None:
+            out["previous_public_key"] = public_key(secret.previous_secret)
+        out["previous_secret_expires_at"] = iso_ms(secret.previous_secret_until_ms)
+    return out
+
+
+@router.post("/{endpoint_id}/rotate-secret")
+async def rotate_secret(
+    endpoint_id: str, c: ContainerDep, p: PrincipalDep, body: RotateSecretIn | None = None
+) -> dict[str, Any]:
+    """A new secret; the current one keeps signing beside it for ``grace_seconds``."""
+    body = body or RotateSecretIn()
+    endpoint = await c.endpoints.rotate_secret(
+        p.tenant_id, endpoint_id, grace_seconds=body.grace_seconds, secret=body.secret
+    )
+    return endpoint_out(endpoint, with_secret=True)
 
 
 @router.delete("/{endpoint_id}", status_code=204)
