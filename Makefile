@@ -31,10 +31,10 @@ test: $(VENV)/.dev lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/mypy --strict tests bench
+	$(BIN)/mypy --strict tests bench examples
 
 fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix src tests bench

@@ -1,7 +1,7 @@
 """Delivery benchmark: croupier's sustained delivery rate and publish-to-receipt latency,
 measured against a raw aiohttp client that POSTs to the same local receiver in the same run.
 
-``make bench`` runs it (``.venv/bin/python bench/delivery.py``). Five phases; each one that
+``make bench`` runs it (``.venv/bin/python bench/delivery.py``). Seven phases; each one that
 involves croupier starts a fresh ``croupier serve`` on a fresh SQLite file:
 
 1. baseline: a raw aiohttp client (own process, uvloop, one session, concurrency 64,
@@ -13,7 +13,12 @@ involves croupier starts a fresh ``croupier serve`` on a fresh SQLite file:
    carrying its publish start time -> receipt minus publish start: p50/p95/p99/max;
 4. the same with 10 endpoints (5,000 deliveries/s), reported separately;
 5. drain (informational): events stored with the dispatcher off, then delivered by a
-   restarted croupier with nothing else to do -> the dispatcher's own rate.
+   restarted croupier with nothing else to do -> the dispatcher's own rate;
+6. dialects: the drain once per signing dialect (bearer, which signs nothing, first and
+   last) -> deliveries/s per dialect and what signing costs each against bearer;
+7. signing (in this process): verifications/s of croupier's receiver SDK against the
+   ``standardwebhooks`` package on the same 1 KiB payload, and CPU per signature per
+   dialect (``bench/signing.py``).
 
 Everything listens on 127.0.0.1. Every loop is bounded in count and in time, each phase has a
 time budget, and the whole run a hard deadline. Child processes get SIGTERM, then SIGKILL,
@@ -70,7 +75,21 @@ RATE_TOLERANCE = 0.95
 #: The whole run ends by then. Each phase also has its own budget (seconds); a phase that
 #: does not fit in what is left is skipped, one that overruns is cut off and reported so.
 RUN_DEADLINE_S = 570.0
-BUDGET_S = {"baseline": 45.0, "throughput": 320.0, "latency": 75.0, "drain": 60.0}
+BUDGET_S = {
+    "baseline": 45.0,
+    "throughput": 320.0,
+    "latency": 75.0,
+    "drain": 60.0,
+    "dialects": 150.0,
+    "signing": 90.0,
+}
+#: Signing may cost a dialect at most this share of the delivery rate (against bearer,
+#: which signs nothing), and the receiver SDK must verify at least as fast as the package.
+MAX_SIGNING_COST = 0.10
+MIN_VERIFY_RATIO = 1.0
+#: The order the dialect drains run in: bearer (no signature) first and last, so that the
+#: machine's drift shows, and the others are compared with the mean of the two.
+DIALECT_ORDER = ("bearer", "standard", "ed25519", "hmac-hex", "bearer")
 PROGRESS_EVERY_S = 2.0
 #: Waiting for deliveries gives up when nothing new arrived for this long.
 STALL_S = 20.0
@@ -111,6 +130,8 @@ class Options:
     latency_warmup_seconds: float = 2.0
     fanout_latency: bool = True
     drain_events: int = 3_000
+    dialect_events: int = 4_000
+    verify: bool = True
     profile_dir: Path | None = None
     keep_temp: bool = False
     strict: bool = False
@@ -132,6 +153,13 @@ def _parse_options(argv: Sequence[str]) -> Options:
     p.add_argument("--no-fanout-latency", action="store_true", help="skip latency x10")
     p.add_argument("--drain-events", type=int, default=d.drain_events, help="0 skips the phase")
     p.add_argument(
+        "--dialect-events",
+        type=int,
+        default=d.dialect_events,
+        help="events per signing dialect, drained as in the drain phase; 0 skips",
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip the signing/verifying phase")
+    p.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -152,6 +180,8 @@ def _parse_options(argv: Sequence[str]) -> Options:
         latency_warmup_seconds=a.latency_warmup_seconds,
         fanout_latency=not a.no_fanout_latency,
         drain_events=a.drain_events,
+        dialect_events=a.dialect_events,
+        verify=not a.no_verify,
         profile_dir=a.profile,
         keep_temp=a.keep_temp,
         strict=a.strict,
@@ -239,6 +269,10 @@ async def run_driver(opts: Options) -> int:
                 )
             if opts.drain_events > 0:
                 phases.append(("drain", BUDGET_S["drain"], lambda: phase_drain(bench)))
+            if opts.dialect_events > 0:
+                phases.append(("dialects", BUDGET_S["dialects"], lambda: phase_dialects(bench)))
+            if opts.verify:
+                phases.append(("signing", BUDGET_S["signing"], phase_signing))
             for key, budget, run in phases:
                 left = RUN_DEADLINE_S - (time.monotonic() - t0) - 20.0
                 if left < min(budget, 60.0):
@@ -459,23 +493,71 @@ async def phase_latency(b: Bench, *, endpoints: int) -> dict[str, Any]:
     return out
 
 
+# -- phase: dialects and signing -------------------------------------------------------------
+
+
+async def phase_dialects(b: Bench) -> dict[str, Any]:
+    """The drain phase once per signing dialect: what signing costs the delivery rate."""
+    runs: list[dict[str, Any]] = []
+    for i, dialect in enumerate(DIALECT_ORDER):
+        out = await phase_drain(
+            b,
+            events=b.opts.dialect_events,
+            dialect=dialect,
+            label=f"[dialect {dialect}]",
+            db=f"dialect-{i}-{dialect}",
+        )
+        runs.append({"dialect": dialect, **out})
+    unsigned = [r["deliveries_per_s_p5_p95"] for r in runs if r["dialect"] == "bearer"]
+    base = sum(unsigned) / len(unsigned)
+    rates = {r["dialect"]: r["deliveries_per_s_p5_p95"] for r in runs if r["dialect"] != "bearer"}
+    rates["bearer"] = base
+    return {
+        "runs": runs,
+        "deliveries_per_s": rates,
+        "cost_vs_bearer": {d: 1 - rate / base for d, rate in rates.items() if d != "bearer"},
+    }
+
+
+async def phase_signing() -> dict[str, Any]:
+    """In this process, with nothing else running: verify rate and signing CPU per dialect."""
+    from signing import measure_signing, measure_verify
+
+    _say("[signing] verifications/s: croupier.receiver against standardwebhooks, 1 KiB")
+    verify = await asyncio.to_thread(measure_verify)
+    _say(
+        f"[signing] verify: SDK {verify['sdk_per_s']:,.0f}/s, package "
+        f"{verify['standardwebhooks_per_s']:,.0f}/s = {verify['ratio']:.2f}x"
+    )
+    sign = await asyncio.to_thread(measure_signing)
+    return {"verify": verify, "sign": sign}
+
+
 # -- phase: drain ----------------------------------------------------------------------------
 
 
-async def phase_drain(b: Bench) -> dict[str, Any]:
+async def phase_drain(
+    b: Bench,
+    *,
+    events: int | None = None,
+    dialect: str | None = None,
+    label: str = "[drain]",
+    db: str = "drain",
+) -> dict[str, Any]:
     """The dispatcher alone: store events with it off, then time a restart that delivers them."""
-    label, opts = "[drain]", b.opts
-    events = opts.drain_events
+    opts = b.opts
+    events = opts.drain_events if events is None else events
     paths = [f"/d/{i}" for i in range(opts.endpoints)]
     _say(f"{label} store {events} events x {len(paths)} endpoints with the dispatcher off")
     stats = PublishStats()
     off = {"CROUPIER_DISPATCHER_ENABLED": "false"}
-    async with b.croupier("drain-fill", db="drain", env=off) as croupier:
-        await croupier.prepare(b.receiver, paths)
+    fields = {"dialect": dialect} if dialect is not None else {}
+    async with b.croupier(f"{db}-fill", db=db, env=off) as croupier:
+        await croupier.prepare(b.receiver, paths, fields=fields)
         await publish_burst(croupier, stats, events, opts.publish_concurrency, deadline_s=30.0)
     await b.receiver.reset()
     _say(f"{label} restart with the dispatcher on; deliver {stats.deliveries}")
-    async with b.croupier("drain", db="drain") as croupier:
+    async with b.croupier(db, db=db) as croupier:
         cpu = CpuMeter({"croupier": croupier.pid, "receiver": b.receiver.pid})
         async with _profiled(opts, croupier.pid, "drain"):
             progress = _progress(label, b.receiver, stats, events, stats.deliveries)
@@ -727,8 +809,11 @@ class Croupier:
                 raise RuntimeError(f"{method} {path} -> {resp.status}: {raw[:300]!r}")
             return orjson.loads(raw) if raw else None
 
-    async def prepare(self, receiver: Receiver, paths: Sequence[str]) -> None:
-        """A permissive event type (so data can carry a send time) and one endpoint per path."""
+    async def prepare(
+        self, receiver: Receiver, paths: Sequence[str], *, fields: dict[str, Any] | None = None
+    ) -> None:
+        """A permissive event type (so data can carry a send time) and one endpoint per path
+        (with ``fields`` added to each, e.g. a signing dialect)."""
         schema = {"type": "object"}
         await self.call(
             "PUT",
@@ -739,7 +824,12 @@ class Croupier:
             await self.call(
                 "POST",
                 "/v1/endpoints",
-                {"url": receiver.url(path), "event_types": [EVENT_TYPE], "description": path},
+                {
+                    "url": receiver.url(path),
+                    "event_types": [EVENT_TYPE],
+                    "description": path,
+                    **(fields or {}),
+                },
             )
 
     async def publish(self, stats: PublishStats, seq: int) -> None:
@@ -1190,6 +1280,38 @@ def _verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
     elif "throughput" in result or "baseline" in result:
         value = tp.get("error", "not run") if raw else "no baseline"
         out.append({"check": "throughput ratio", "value": value, "verdict": "FAIL"})
+    dialects = result.get("dialects", {})
+    for dialect, cost in dialects.get("cost_vs_bearer", {}).items():
+        out.append(
+            {
+                "check": f"signing costs the {dialect} dialect <= 10% of the delivery rate",
+                "value": f"{cost:.1%} ({dialects['deliveries_per_s'][dialect]:,.0f} vs "
+                f"{dialects['deliveries_per_s']['bearer']:,.0f}/s unsigned)",
+                "verdict": "PASS" if cost <= MAX_SIGNING_COST else "FAIL",
+            }
+        )
+    if "error" in dialects:
+        out.append(
+            {"check": "delivery rate per dialect", "value": dialects["error"], "verdict": "FAIL"}
+        )
+    verify = result.get("signing", {}).get("verify")
+    if verify is not None:
+        out.append(
+            {
+                "check": "receiver SDK verifies >= 1.0x the standardwebhooks package",
+                "value": f"{verify['ratio']:.2f}x ({verify['sdk_per_s']:,.0f} vs "
+                f"{verify['standardwebhooks_per_s']:,.0f}/s)",
+                "verdict": "PASS" if verify["ratio"] >= MIN_VERIFY_RATIO else "FAIL",
+            }
+        )
+    elif "error" in result.get("signing", {}):
+        out.append(
+            {
+                "check": "receiver SDK verify rate",
+                "value": result["signing"]["error"],
+                "verdict": "FAIL",
+            }
+        )
     for key, is_target in (("latency_1", True), ("latency_10", False)):
         lat = result.get(key)
         if lat is None:
@@ -1257,6 +1379,18 @@ def _print_table(result: dict[str, Any]) -> None:
     if drain is not None:
         share = f" ({drain / raw:.1%} of the raw client)" if raw else ""
         rows.append(("drain (dispatcher alone): deliveries/s, p5-p95", _n(drain) + share))
+    dialects = result.get("dialects", {}).get("deliveries_per_s", {})
+    for dialect, rate in dialects.items():
+        rows.append((f"dialect {dialect}: drain deliveries/s", _n(rate)))
+    sign = result.get("signing", {}).get("sign", {})
+    per_delivery = _croupier_us_per_delivery(result)
+    for dialect in ("standard", "ed25519", "hmac-hex", "bearer"):
+        if dialect in sign:
+            us = sign[dialect]["one_secret_us"]
+            share = (
+                f" ({us / per_delivery:.1%} of croupier's CPU per delivery)" if per_delivery else ""
+            )
+            rows.append((f"sign {dialect}: CPU us per signature", f"{us:,.1f}{share}"))
     width = max((len(k) for k, _ in rows), default=40)
     print("\n" + "=" * (width + 32))
     for k, v in rows:
@@ -1265,6 +1399,14 @@ def _print_table(result: dict[str, Any]) -> None:
     for v in result["verdicts"]:
         print(f"{v['verdict']:<5} {v['check']}: {v['value']}")
     print("=" * (width + 32), flush=True)
+
+
+def _croupier_us_per_delivery(result: dict[str, Any]) -> float | None:
+    """croupier's CPU (all its processes) per delivery in the throughput phase, in us."""
+    tp = result.get("throughput", {})
+    cpu = tp.get("cpu", {}).get("croupier", {}).get("cpu_s")
+    count = tp.get("deliveries_received")
+    return 1e6 * cpu / count if cpu and count else None
 
 
 def _n(value: float | None) -> str:

@@ -47,6 +47,8 @@ class Container:
     deliveries: DeliveryService
     dispatcher: Dispatcher
     bootstrap: Bootstrap | None = None
+    #: Endpoints whose secrets were sealed (again) while starting.
+    sealed_at_start: int = 0
     _ownership: FileOwnership | None = field(default=None, repr=False)
     _dispatcher_running: bool = False
 
@@ -108,9 +110,10 @@ async def build(
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `croupier migrate` first"
             )
+        sealed = 0
         if migrating or ownership is not None:
             # Rows from before secrets were sealed, or sealed under a key since replaced.
-            await seal_secrets(store)
+            sealed = await seal_secrets(store)
         if ownership is not None:
             await queue.release_all()
     except BaseException:
@@ -158,6 +161,7 @@ async def build(
         publish=PublishService(store, clock, event_types, on_published=dispatcher.notify),
         deliveries=DeliveryService(store, clock, on_due=dispatcher.notify),
         dispatcher=dispatcher,
+        sealed_at_start=sealed,
         _ownership=ownership,
     )
     container.bootstrap = await tenants.bootstrap(settings.admin_key, generate=generate_admin_key)

@@ -162,7 +162,9 @@ def secrets_reseal(database_url: DatabaseUrl = None) -> None:
         from croupier.bootstrap import seal_secrets
 
         async with _container(settings) as c:
-            return await seal_secrets(c.store)
+            # On SQLite, starting up may have sealed them already.
+            count: int = c.sealed_at_start + await seal_secrets(c.store)
+            return count
 
     count = _run(run())
     console.print(f"{count} endpoints had secrets sealed again")
@@ -235,6 +237,65 @@ def replay(
 
     count = _run(run())
     console.print(f"{count} deliveries of {endpoint} are due again")
+
+
+@app.command()
+def listen(
+    secret: Annotated[
+        list[str],
+        typer.Option(
+            "--secret",
+            envvar="CROUPIER_WEBHOOK_SECRET",
+            show_default=False,
+            help=(
+                "The endpoint's secret: whsec_... (standard), the whpk_ public key (ed25519), "
+                "the shared string (hmac-hex) or the API key (bearer). Repeat it to accept "
+                "the old and the new one of a rotation."
+            ),
+        ),
+    ],
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 9000,
+    dialect: Annotated[
+        str, typer.Option(help="The endpoint's dialect: standard, ed25519, hmac-hex or bearer.")
+    ] = "standard",
+    header_prefix: Annotated[
+        str, typer.Option(help="hmac-hex only: the {Prefix} of X-{Prefix}-Signature.")
+    ] = "Croupier",
+    status: Annotated[
+        int, typer.Option(help="Status to answer verified deliveries with, e.g. 503.")
+    ] = 200,
+    fail_first: Annotated[
+        int,
+        typer.Option(help="Answer 500 to the first N deliveries of each event, then --status."),
+    ] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    tolerance: Annotated[
+        int, typer.Option(help="Seconds a signed timestamp may be away from now.")
+    ] = 300,
+) -> None:
+    """Receive webhooks locally: verify, spot duplicates, and print each delivery."""
+    from croupier.listen import run_listener, serve_listener
+
+    try:
+        listener = serve_listener(
+            secret,
+            dialect=dialect,
+            host=host,
+            port=port,
+            header_prefix=header_prefix,
+            status=status,
+            fail_first=fail_first,
+            tolerance_s=tolerance,
+            console=console,
+        )
+    except (ValueError, TypeError, ImportError) as exc:
+        # The verifier's messages name the faulty option or key, never the key itself.
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot listen on {escape(host)}:{port}: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    run_listener(listener)
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -109,7 +109,7 @@ def validate_headers(headers: Mapping[str, str]) -> dict[str, str]:
         raise ValidationFailed(f"at most {MAX_HEADERS} headers", field="headers")
     clean: dict[str, str] = {}
     for name, value in headers.items():
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             raise ValidationFailed(f"header name {name!r} is not a valid token", field="headers")
         if name.lower() in RESERVED_HEADERS:
             raise ValidationFailed(

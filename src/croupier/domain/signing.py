@@ -149,7 +149,7 @@ def validate_secret(secret: str, dialect: str = "standard") -> str:
             raise ValidationFailed("secret must hold 24 to 64 bytes of key", field="secret")
     elif dialect == "ed25519":
         signing_seed(secret)
-    elif not _TOKEN.match(secret):
+    elif not _TOKEN.fullmatch(secret):
         raise ValidationFailed(
             "secret must be 16 to 512 visible ASCII characters without spaces", field="secret"
         )
@@ -188,7 +188,7 @@ def public_key(secret: str) -> str:
 
 def validate_header_prefix(prefix: str) -> str:
     """``X-{prefix}-Signature`` must be a valid header name: letters, digits and inner dashes."""
-    if not _HEADER_PREFIX.match(prefix):
+    if not _HEADER_PREFIX.fullmatch(prefix):
         raise ValidationFailed(
             "header_prefix must be 1 to 32 letters, digits or inner dashes", field="header_prefix"
         )

@@ -201,8 +201,10 @@ class EndpointService:
             if "secret" in changed:
                 changed["secret"] = validate_secret(changed["secret"], dialect)
                 changed["previous_secret"] = changed["previous_secret_until_ms"] = None
-            elif dialect != current.dialect and not _fits(current.secret, dialect):
-                # The old secret cannot sign in the new dialect: a new one, shown in the answer.
+            elif dialect != current.dialect and not _carries_over(
+                current.secret, current.dialect, dialect
+            ):
+                # The old secret cannot serve in the new dialect: a new one, in the answer.
                 changed["secret"] = generate_secret(dialect)
                 changed["previous_secret"] = changed["previous_secret_until_ms"] = None
             if "headers" in changed or "dialect" in changed or "header_prefix" in changed:
@@ -330,9 +332,14 @@ def _description(text: str) -> str:
     return text
 
 
-def _fits(secret: str, dialect: str) -> bool:
+def _carries_over(secret: str, old: str, new: str) -> bool:
+    """Whether a secret may keep serving when its endpoint changes dialect. Only between
+    the two HMAC dialects: a bearer key travels in the clear, so no signing secret may
+    become one, and an ed25519 private key is never to be shared with a receiver."""
+    if {old, new} - {"standard", "hmac-hex"}:
+        return False
     try:
-        validate_secret(secret, dialect)
+        validate_secret(secret, new)
     except ValidationFailed:
         return False
     return True
