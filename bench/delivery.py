@@ -51,7 +51,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,7 +370,7 @@ async def phase_throughput(b: Bench) -> dict[str, Any]:
     _say(f"{label} {opts.events} events x {opts.endpoints} endpoints on a fresh SQLite file")
     async with b.croupier("throughput") as croupier:
         paths = [f"/t/{i}" for i in range(opts.endpoints)]
-        await croupier.prepare(b.receiver, paths)
+        await croupier.prepare(b.receiver, paths, fields=_dialect_fields(os.environ))
         await b.receiver.reset()
         stats = PublishStats()
         cpu = CpuMeter(
@@ -1399,6 +1399,12 @@ def _print_table(result: dict[str, Any]) -> None:
     for v in result["verdicts"]:
         print(f"{v['verdict']:<5} {v['check']}: {v['value']}")
     print("=" * (width + 32), flush=True)
+
+
+def _dialect_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """``BENCH_DIALECT=ed25519`` runs the throughput phase with that signing dialect."""
+    dialect = env.get("BENCH_DIALECT")
+    return {"dialect": dialect} if dialect else {}
 
 
 def _croupier_us_per_delivery(result: dict[str, Any]) -> float | None:

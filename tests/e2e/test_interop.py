@@ -1,4 +1,5 @@
-"""Interop: what ``croupier serve`` sends verifies with the ``standardwebhooks`` package.
+"""Interop: what ``croupier serve`` sends verifies with the ``standardwebhooks`` and ``svix``
+packages.
 
 The receivers here know nothing of croupier: they check each request with the reference
 library from PyPI and answer 400 to anything it refuses, so an unverifiable delivery fails
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from svix.webhooks import Webhook as SvixWebhook
+from svix.webhooks import WebhookVerificationError as SvixVerificationError
 
 from croupier import __version__
 from tests.e2e.conftest import ReceiverFactory
@@ -125,6 +128,9 @@ async def test_every_delivery_verifies_with_the_standardwebhooks_package(
     assert len(good.arrivals) == count, "each event once: all were accepted the first time"
     for arrival in good.arrivals:
         envelope = Webhook(secret).verify(arrival.body, arrival.headers)
+        # The other widely used Standard Webhooks library takes the same request as it is
+        # (it raises when a request does not verify).
+        SvixWebhook(secret).verify(arrival.body, arrival.headers)
         _check_headers(arrival, stored_traces[arrival.webhook_id])
         _check_envelope(envelope, arrival, tenant_id=tenant_id, schema_version=schema_version)
         _check_forgeries_fail(arrival, secret)
@@ -184,6 +190,10 @@ def _check_forgeries_fail(arrival: Arrival, secret: str) -> None:
         Webhook(secret).verify(altered, arrival.headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(arrival.body, {**arrival.headers, "webhook-id": "evt_other"})
+    with pytest.raises(SvixVerificationError):
+        SvixWebhook(tampered(secret)).verify(arrival.body, arrival.headers)
+    with pytest.raises(SvixVerificationError):
+        SvixWebhook(secret).verify(altered, arrival.headers)
 
 
 async def _default_tenant_id(api: httpx.AsyncClient) -> str:
