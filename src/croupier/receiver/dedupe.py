@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
@@ -39,6 +40,24 @@ class Dedupe(Protocol):
     def release(self, event_id: str) -> None:
         """Forget ``event_id``, so that its next delivery is claimed (and handled) again."""
         ...
+
+
+class _Closing(ABC):
+    """``with store:`` closes the store at the end of the block."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class MemoryDedupe:
@@ -97,7 +116,7 @@ class MemoryDedupe:
             del self._expiries[event_id]
 
 
-class SQLiteDedupe:
+class SQLiteDedupe(_Closing):
     """Ids kept in an SQLite file: survives restarts; shared by the processes of one host.
 
     Each claim is one ``INSERT ... ON CONFLICT`` statement that succeeds only if the id is
@@ -172,23 +191,12 @@ class SQLiteDedupe:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _purge(self, now: float) -> int:
         sql = f"DELETE FROM {self._table} WHERE expires_at <= ?"  # noqa: S608
         return self._conn.execute(sql, (now,)).rowcount
 
 
-class RedisDedupe:
+class RedisDedupe(_Closing):
     """Ids kept in Redis: shared by every process and host of the receiver.
 
     A claim is ``SET {prefix}{id} 1 NX EX {ttl_s}``: atomic, and Redis expires the key.
@@ -240,17 +248,6 @@ class RedisDedupe:
         """Close the client if this object created it from a URL."""
         if self._owned:
             self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _sync_result(result: Any) -> Any:

@@ -363,36 +363,30 @@ class SystemMaintenance(_CamelData):
 # Wallet types in major units (camelCase on the wire) ---------------------------------------
 
 
-class WalletBetPlaced(_CamelData):
+class _RoundMoneyMovement(_CamelData):
+    """The fields a stake and a win share: one movement of a round's money."""
+
+    transaction_id: NonEmptyStr
+    round_id: NonEmptyStr
+    game_id: NonEmptyStr | None = None
+    player_id: NonEmptyStr
+    external_player_id: NonEmptyStr | None = None
+    amount: NonNegative
+    currency: NonEmptyStr
+    balance: float | None = None
+    created_at: datetime | None = None
+
+
+class WalletBetPlaced(_RoundMoneyMovement):
     """``wallet.bet_placed``: a stake was deducted from a player's balance."""
 
     EVENT_TYPE: ClassVar[str] = "wallet.bet_placed"
 
-    transaction_id: NonEmptyStr
-    round_id: NonEmptyStr
-    game_id: NonEmptyStr | None = None
-    player_id: NonEmptyStr
-    external_player_id: NonEmptyStr | None = None
-    amount: NonNegative
-    currency: NonEmptyStr
-    balance: float | None = None
-    created_at: datetime | None = None
 
-
-class WalletWinCredited(_CamelData):
+class WalletWinCredited(_RoundMoneyMovement):
     """``wallet.win_credited``: a win was credited to a player's balance."""
 
     EVENT_TYPE: ClassVar[str] = "wallet.win_credited"
-
-    transaction_id: NonEmptyStr
-    round_id: NonEmptyStr
-    game_id: NonEmptyStr | None = None
-    player_id: NonEmptyStr
-    external_player_id: NonEmptyStr | None = None
-    amount: NonNegative
-    currency: NonEmptyStr
-    balance: float | None = None
-    created_at: datetime | None = None
 
 
 class WalletRollback(_CamelData):
