@@ -34,7 +34,7 @@ from croupier.receiver._http import (
     duplicate_body,
     failure_body,
     failure_headers,
-    is_success,
+    handle_once,
 )
 from croupier.receiver.dedupe import Dedupe
 from croupier.receiver.errors import VerificationError
@@ -72,16 +72,14 @@ def verify_webhook(
                     status=verifier.failure_status,
                     headers=failure_headers(verifier),
                 )
-            if dedupe is not None and not dedupe.claim(event.id):
+            response = handle_once(
+                dedupe,
+                event,
+                lambda: view(request, event, *args, **kwargs),
+                lambda r: int(r.status_code),
+            )
+            if response is None:
                 return JsonResponse(duplicate_body(event), status=DUPLICATE_STATUS)
-            try:
-                response = view(request, event, *args, **kwargs)
-            except BaseException:
-                if dedupe is not None:
-                    dedupe.release(event.id)
-                raise
-            if dedupe is not None and not is_success(response.status_code):
-                dedupe.release(event.id)
             return response
 
         exempt: Callable[Concatenate[HttpRequest, P], HttpResponseBase] = csrf_exempt(wrapper)

@@ -27,7 +27,7 @@ from croupier.receiver._http import (
     duplicate_body,
     failure_body,
     failure_headers,
-    is_success,
+    handle_once,
 )
 from croupier.receiver.dedupe import Dedupe
 from croupier.receiver.errors import VerificationError
@@ -66,18 +66,16 @@ def verify_webhook(
                 refusal.status_code = verifier.failure_status
                 refusal.headers.update(failure_headers(verifier))
                 return refusal
-            if dedupe is not None and not dedupe.claim(event.id):
+            response = handle_once(
+                dedupe,
+                event,
+                lambda: make_response(view(event, *args, **kwargs)),
+                lambda r: r.status_code,
+            )
+            if response is None:
                 duplicate = jsonify(duplicate_body(event))
                 duplicate.status_code = DUPLICATE_STATUS
                 return duplicate
-            try:
-                response = make_response(view(event, *args, **kwargs))
-            except BaseException:
-                if dedupe is not None:
-                    dedupe.release(event.id)
-                raise
-            if dedupe is not None and not is_success(response.status_code):
-                dedupe.release(event.id)
             return response
 
         return wrapper
