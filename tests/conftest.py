@@ -39,7 +39,10 @@ BACKENDS = [b for b in os.environ.get("CROUPIER_TEST_BACKENDS", "sqlite,postgres
 PG_ADMIN_URL = os.environ.get(
     "CROUPIER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = "attempts, deliveries, events, endpoints, event_types, api_keys, tenants"
+TABLES = (
+    "idempotency_records, credits, bets, postings, wallet_transactions, wallet_sessions, "
+    "players, currencies, attempts, deliveries, events, endpoints, event_types, api_keys, tenants"
+)
 
 
 @pytest.fixture(scope="session")

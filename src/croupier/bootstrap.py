@@ -15,6 +15,7 @@ from croupier.services.endpoints import EndpointService
 from croupier.services.event_types import EventTypeService
 from croupier.services.publish import PublishService
 from croupier.services.tenants import Bootstrap, TenantService
+from croupier.services.wallet import WalletService
 from croupier.store.engine import Database, is_sqlite, open_database
 from croupier.store.lock import FileOwnership
 from croupier.store.migrate import migrate, pending_migrations
@@ -45,6 +46,7 @@ class Container:
     endpoints: EndpointService
     publish: PublishService
     deliveries: DeliveryService
+    wallet: WalletService
     dispatcher: Dispatcher
     bootstrap: Bootstrap | None = None
     #: Endpoints whose secrets were sealed (again) while starting.
@@ -160,6 +162,13 @@ async def build(
         ),
         publish=PublishService(store, clock, event_types, on_published=dispatcher.notify),
         deliveries=DeliveryService(store, clock, on_due=dispatcher.notify),
+        wallet=WalletService(
+            store,
+            clock,
+            on_events=dispatcher.notify,
+            idempotency_ttl_ms=settings.idempotency_days * 86_400_000,
+            session_ttl_s=settings.session_ttl_seconds,
+        ),
         dispatcher=dispatcher,
         sealed_at_start=sealed,
         _ownership=ownership,

@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     log_level: str = "info"
     max_body_bytes: int = 256 * 1024
 
+    # wallet
+    grpc_port: int = Field(
+        default=50051, ge=0, le=65535, description="the wallet's gRPC port; 0 picks a free one"
+    )
+    grpc_enabled: bool = True
+    idempotency_days: int = Field(
+        default=7, ge=1, le=3650, description="how long wallet idempotency keys are kept"
+    )
+    session_ttl_seconds: int = Field(
+        default=3600, ge=1, le=7 * 86400, description="a game session's life when not given"
+    )
+
     # dispatcher
     dispatcher_enabled: bool = True
     claim_batch: int = Field(default=500, ge=1, le=10_000)

@@ -57,11 +57,84 @@ class InvalidUrl(ValidationFailed):
 
 
 class IdempotencyMismatch(CroupierError):
+    """The idempotency key was used before for a different request."""
+
     code = "IDEMPOTENCY_MISMATCH"
+
+
+class IdempotencyKeyRequired(ValidationFailed):
+    code = "IDEMPOTENCY_KEY_REQUIRED"
+
+
+class InvalidAmount(ValidationFailed):
+    """An amount that is malformed, negative or zero where that is not allowed, or too big."""
+
+    code = "INVALID_AMOUNT"
+
+
+class AmountPrecision(ValidationFailed):
+    """More decimals than the currency's minor unit."""
+
+    code = "AMOUNT_PRECISION"
+
+
+class UnknownCurrency(ValidationFailed):
+    code = "UNKNOWN_CURRENCY"
+
+
+class CurrencyMismatch(ValidationFailed):
+    code = "CURRENCY_MISMATCH"
+
+
+class RoundMismatch(ValidationFailed):
+    code = "ROUND_MISMATCH"
+
+
+class PlayerMismatch(ValidationFailed):
+    code = "PLAYER_MISMATCH"
+
+
+class SessionInvalid(CroupierError):
+    """The game session is unknown, belongs to another tenant, or has expired."""
+
+    code = "SESSION_INVALID"
+
+
+class PlayerNotFound(NotFound):
+    code = "PLAYER_NOT_FOUND"
+
+
+class BetNotFound(NotFound):
+    code = "BET_NOT_FOUND"
 
 
 class Conflict(CroupierError):
     code = "CONFLICT"
+
+
+class IdempotencyInProgress(Conflict):
+    """A request with the same idempotency key is still being worked on."""
+
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    retryable = True
+
+
+class Duplicate(Conflict):
+    """The business id (a bet, a credit, a player) is taken by an earlier request."""
+
+    code = "DUPLICATE"
+
+
+class InsufficientFunds(Conflict):
+    code = "INSUFFICIENT_FUNDS"
+
+
+class BetCancelled(Conflict):
+    code = "BET_CANCELLED"
+
+
+class BetAlreadySettled(Conflict):
+    code = "BET_ALREADY_SETTLED"
 
 
 class ConcurrentWrite(Conflict):
@@ -86,6 +159,13 @@ class EndpointDisabled(Conflict):
 
 class PayloadTooLarge(CroupierError):
     code = "PAYLOAD_TOO_LARGE"
+
+
+class DeadlineExceeded(CroupierError):
+    """The caller's deadline passed before the work began; nothing was done."""
+
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
 
 
 class Unavailable(CroupierError):

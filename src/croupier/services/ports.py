@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from croupier.domain.deliveries import Attempt, Decision, Delivery, DeliveryStatus
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.events import Event, EventType
+from croupier.domain.money import Currency
 from croupier.domain.tenants import ApiKey, Tenant
+from croupier.domain.wallet import Bet, Credit, GameSession, PlayerAccount, WalletTransaction
 
 T = TypeVar("T")
 
@@ -91,6 +93,24 @@ class Outcome:
     claim: Claim
     attempt: Attempt
     decision: Decision
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """The first answer given under an idempotency key, and what request it answered."""
+
+    fingerprint: str
+    outcome: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LedgerReport:
+    """What ``croupier wallet check`` found: counts, the tenants' own accounts
+    (tenant, account, currency, balance), and examples of each kind of violation."""
+
+    counts: dict[str, int]
+    tenant_accounts: list[tuple[str, str, str, int]]
+    violations: dict[str, list[str]]
 
 
 class TenantRepo(Protocol):
@@ -195,6 +215,59 @@ class DeliveryRepo(Protocol):
     def cancel_open(self, tenant_id: str, endpoint_id: str, now_ms: int) -> int: ...
 
 
+class WalletRepo(Protocol):
+    def lock_key(self, tenant_id: str, key: str) -> bool:
+        """Hold the idempotency key until the transaction ends; False if another holds it."""
+        ...
+
+    def record(self, tenant_id: str, key: str) -> IdempotencyRecord | None: ...
+    def save_record(
+        self,
+        tenant_id: str,
+        key: str,
+        fingerprint: str,
+        outcome: dict[str, Any],
+        *,
+        now_ms: int,
+        expires_at_ms: int,
+    ) -> None: ...
+    def purge_records(self, now_ms: int, limit: int) -> int: ...
+    def currency(self, tenant_id: str, code: str) -> Currency | None: ...
+    def currencies(self, tenant_id: str) -> list[Currency]: ...
+    def add_currency(self, tenant_id: str, currency: Currency, now_ms: int) -> None: ...
+    def player(
+        self,
+        tenant_id: str,
+        player_id: str,
+        *,
+        exponent_of: Callable[[str], int],
+        lock: bool = False,
+    ) -> PlayerAccount | None:
+        """The player's account; ``lock`` holds it until the transaction ends."""
+        ...
+
+    def add_player(self, account: PlayerAccount) -> None: ...
+    def set_balances(
+        self, tenant_id: str, player_id: str, available: int, held: int, now_ms: int
+    ) -> None: ...
+    def session(self, tenant_id: str, session_id: str) -> GameSession | None: ...
+    def add_session(self, session: GameSession) -> None: ...
+    def bet(self, tenant_id: str, bet_id: str) -> Bet | None: ...
+    def add_bet(self, bet: Bet) -> None: ...
+    def resolve_bet(self, bet: Bet, status: str, win: int | None, now_ms: int) -> bool:
+        """Authorized -> ``status``; False if the bet was not authorized any more."""
+        ...
+
+    def credit(self, tenant_id: str, credit_id: str) -> Credit | None: ...
+    def add_credit(self, credit: Credit) -> None: ...
+    def add_transaction(self, tx: WalletTransaction) -> int: ...
+    def transaction_of(self, tenant_id: str, kind: str, reference: str) -> str | None: ...
+    def transactions(
+        self, tenant_id: str, player_id: str, *, before_seq: int | None, limit: int
+    ) -> list[WalletTransaction]: ...
+    def report(self, *, limit: int) -> LedgerReport: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository (see :meth:`Store.run`)."""
 
@@ -210,6 +283,8 @@ class UnitOfWork(Protocol):
     def events(self) -> EventRepo: ...
     @property
     def deliveries(self) -> DeliveryRepo: ...
+    @property
+    def wallet(self) -> WalletRepo: ...
 
 
 class Store(Protocol):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import re
 from collections.abc import Callable
@@ -18,14 +17,13 @@ from croupier.domain.errors import ConcurrentWrite, IdempotencyMismatch, NotFoun
 from croupier.domain.events import Event, fingerprint
 from croupier.domain.ids import new_id
 from croupier.services.event_types import EventTypeService
+from croupier.services.outbox import append_events
 from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
 from croupier.services.ports import (
     DeliveryFilter,
-    NewDelivery,
     NewEvent,
     Store,
     StoredEvent,
-    Subscriber,
     UnitOfWork,
 )
 
@@ -263,40 +261,20 @@ def _store_batch(batch: list[_Pending], now: int, uow: UnitOfWork) -> _Stored:
             continue
         claimed |= names
         fresh.append(p)
-    subscribers: dict[tuple[str, str], list[Subscriber]] = {}
-    for p in fresh:
-        wanted = (p.tenant_id, p.event.type)
-        if wanted not in subscribers:
-            subscribers[wanted] = uow.endpoints.subscribed(*wanted)
-    seqs = uow.events.add_many(
+    stored = append_events(
+        uow,
         [
             NewEvent(
                 event=p.event,
                 fingerprint=p.digest,
                 idempotency_key=p.req.idempotency_key,
-                delivery_count=len(subscribers[(p.tenant_id, p.event.type)]),
+                delivery_count=0,
             )
             for p in fresh
-        ]
+        ],
+        now,
     )
-    written: list[tuple[_Pending, Event, int]] = []
-    rows: list[tuple[Event, NewDelivery]] = []
-    for p, seq in zip(fresh, seqs, strict=True):
-        event = dataclasses.replace(p.event, seq=seq)
-        endpoints = subscribers[(p.tenant_id, p.event.type)]
-        written.append((p, event, len(endpoints)))
-        rows.extend(
-            (
-                event,
-                NewDelivery(
-                    id=new_id("dlv", now_ms=now),
-                    endpoint_id=e.id,
-                    ordered_key=event.ordering_key if e.ordered else None,
-                ),
-            )
-            for e in endpoints
-        )
-    uow.deliveries.add_many(rows, now)
+    written = [(p, event, count) for p, (event, count) in zip(fresh, stored, strict=True)]
     return _Stored(written, repeats)
 
 

@@ -33,6 +33,7 @@ from croupier.store import tables as t
 from croupier.store.engine import Database
 from croupier.store.prepared import Prepared
 from croupier.store.secretbox import SecretBox
+from croupier.store.wallet import SqlWalletRepo
 
 T = TypeVar("T")
 
@@ -69,6 +70,7 @@ class SqlUnitOfWork:
         self.endpoints = SqlEndpointRepo(conn, box)
         self.events = SqlEventRepo(conn)
         self.deliveries = SqlDeliveryRepo(conn)
+        self.wallet = SqlWalletRepo(conn)
 
 
 class SqlTenantRepo:

@@ -182,3 +182,126 @@ attempts = Table(
     Column("response_headers", Text, nullable=False, server_default="{}"),
     Column("response_body", Text, nullable=False, server_default=""),
 )
+
+# -- the wallet ---------------------------------------------------------------------------
+# Amounts are integers of minor units. A player's balances are kept on the player's row,
+# which every money movement of that player locks first; the postings are the ledger that
+# `croupier wallet check` proves them against.
+
+currencies = Table(
+    "currencies",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("code", String(12), primary_key=True),
+    Column("exponent", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+players = Table(
+    "players",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("currency", String(12), nullable=False),
+    Column("available", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+wallet_sessions = Table(
+    "wallet_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("player_id", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+wallet_transactions = Table(
+    "wallet_transactions",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("player_id", String(200), nullable=False),
+    # bet | win | rollback | credit | adjustment
+    Column("kind", String(16), nullable=False),
+    # the bet, credit or adjustment this transaction belongs to
+    Column("reference", String(200), nullable=False),
+    Column("round_id", String(200), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(12), nullable=False),
+    Column("available_after", BigInteger, nullable=False),
+    Column("held_after", BigInteger, nullable=False),
+    Column("reason", String(200), nullable=True),
+    Column("trace_id", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_wallet_transactions_tenant_id_player_id_seq", "tenant_id", "player_id", "seq"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column(
+        "transaction_seq",
+        BigInteger,
+        ForeignKey("wallet_transactions.seq"),
+        nullable=False,
+        index=True,
+    ),
+    # available | held (a player's) | house | external (the tenant's)
+    Column("account", String(16), nullable=False),
+    # the player for a player's account; "" for the tenant's own accounts
+    Column("player_id", String(200), nullable=False),
+    Column("currency", String(12), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+)
+
+bets = Table(
+    "bets",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("player_id", String(200), nullable=True),
+    Column("round_id", String(200), nullable=True),
+    Column("session_id", String(64), nullable=True),
+    # null for a bet cancelled before croupier saw it authorized: it may never be
+    Column("hold_id", String(64), nullable=True, unique=True),
+    Column("amount", BigInteger, nullable=True),
+    Column("currency", String(12), nullable=True),
+    # authorized | settled | cancelled
+    Column("status", String(16), nullable=False),
+    Column("win", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+credits = Table(
+    "credits",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("player_id", String(200), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(12), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("campaign_id", String(200), nullable=True),
+    Column("transaction_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    # the answer, as the service returned it: {"result": {...}} or {"error": {...}}
+    Column("outcome", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)

@@ -11,7 +11,15 @@ from croupier import __version__
 from croupier.api.rest import errors
 from croupier.api.rest.context import RequestContext
 from croupier.api.rest.responses import JSONResponse
-from croupier.api.rest.routes import deliveries, endpoints, event_types, events, health, tenants
+from croupier.api.rest.routes import (
+    deliveries,
+    endpoints,
+    event_types,
+    events,
+    health,
+    tenants,
+    wallet,
+)
 from croupier.bootstrap import Container
 
 
@@ -29,14 +37,15 @@ def create_app(container: Container) -> FastAPI:
     app = FastAPI(
         title="croupier",
         version=__version__,
-        description="Signed, retried, ordered webhooks for iGaming.",
+        description="A seamless wallet and signed, retried, ordered webhooks for iGaming.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
     app.state.container = container
     errors.install(app)
-    # Routes are matched in order, one pattern at a time: publishing, the hot path, first.
-    for module in (events, deliveries, endpoints, event_types, tenants, health):
+    # Routes are matched in order, one pattern at a time: the hot paths (money, then
+    # publishing) first.
+    for module in (wallet, events, deliveries, endpoints, event_types, tenants, health):
         app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=container.settings.max_body_bytes)
     return app

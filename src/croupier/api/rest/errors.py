@@ -21,23 +21,40 @@ log = structlog.get_logger("croupier.api")
 HTTP_STATUS: dict[str, int] = {
     "MALFORMED_JSON": 400,
     "UNAUTHORIZED": 401,
+    "SESSION_INVALID": 401,
     "FORBIDDEN": 403,
     "NOT_FOUND": 404,
+    "PLAYER_NOT_FOUND": 404,
+    "BET_NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,
     "CONCURRENT_WRITE": 409,
     "DELIVERY_IN_FLIGHT": 409,
-    "IDEMPOTENCY_MISMATCH": 409,
     "EVENT_TYPE_READ_ONLY": 409,
     "ENDPOINT_DISABLED": 409,
+    "IDEMPOTENCY_IN_PROGRESS": 409,
+    "DUPLICATE": 409,
+    "INSUFFICIENT_FUNDS": 409,
+    "BET_CANCELLED": 409,
+    "BET_ALREADY_SETTLED": 409,
     "PAYLOAD_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
+    # A key reused for another request: 422, as the IETF Idempotency-Key draft says.
+    "IDEMPOTENCY_MISMATCH": 422,
+    "IDEMPOTENCY_KEY_REQUIRED": 422,
     "VALIDATION_FAILED": 422,
     "UNKNOWN_EVENT_TYPE": 422,
     "SCHEMA_VIOLATION": 422,
     "INVALID_URL": 422,
+    "INVALID_AMOUNT": 422,
+    "AMOUNT_PRECISION": 422,
+    "UNKNOWN_CURRENCY": 422,
+    "CURRENCY_MISMATCH": 422,
+    "ROUND_MISMATCH": 422,
+    "PLAYER_MISMATCH": 422,
     "INTERNAL": 500,
     "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
 }
 
 _STARLETTE_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
@@ -50,6 +67,7 @@ def error_response(
     retryable: bool = False,
     field: str | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "code": code,
@@ -59,6 +77,9 @@ def error_response(
     }
     if field is not None:
         body["field"] = field
+    if extra:
+        # What the error carries for the caller, e.g. the balance with INSUFFICIENT_FUNDS.
+        body.update({k: v for k, v in extra.items() if k not in body})
     return JSONResponse(body, status_code=HTTP_STATUS.get(code, 500), headers=headers)
 
 
@@ -89,6 +110,7 @@ async def _croupier_error(_: Request, exc: CroupierError) -> JSONResponse:
         retryable=exc.retryable,
         field=exc.details.get("field"),
         headers=headers,
+        extra={k: v for k, v in exc.details.items() if k != "field"},
     )
 
 
