@@ -1,4 +1,4 @@
-"""The ``croupier`` command: serve, migrate, keys, replay."""
+"""The ``croupier`` command: serve, migrate, keys, secrets, replay, listen, wallet."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 secrets_app = typer.Typer(help="The key that seals endpoint secrets at rest.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
+wallet_app = typer.Typer(help="The wallet's ledger.", no_args_is_help=True)
+app.add_typer(wallet_app, name="wallet")
 console = Console()
 err = Console(stderr=True)
 
@@ -296,6 +298,72 @@ def listen(
         err.print(f"[red]error:[/] cannot listen on {escape(host)}:{port}: {escape(str(exc))}")
         raise typer.Exit(1) from None
     run_listener(listener)
+
+
+@wallet_app.command("check")
+def wallet_check(
+    database_url: DatabaseUrl = None,
+    examples: Annotated[
+        int, typer.Option(min=1, max=1000, help="Violations shown per kind, at most.")
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify the ledger's invariants over every tenant; exit 1 on any violation.
+
+    Each transaction's postings sum to zero per currency; so does each currency overall;
+    no balance is negative; each player's balances equal the sums of their postings; held
+    money equals the player's open bets; each hold is authorized once and resolved at most
+    once.
+    """
+    import orjson
+
+    settings = _settings(database_url=database_url)
+
+    async def run() -> Any:
+        async with _container(settings) as c:
+            with err.status("checking the ledger"):
+                return await c.wallet.check(limit=examples)
+
+    report = _run(run())
+    if as_json:
+        console.print_json(
+            orjson.dumps(
+                {
+                    "ok": not report.violations,
+                    "counts": report.counts,
+                    "tenant_accounts": [
+                        {"tenant_id": t, "account": a, "currency": cur, "balance": bal}
+                        for t, a, cur, bal in report.tenant_accounts
+                    ],
+                    "violations": report.violations,
+                }
+            ).decode()
+        )
+    else:
+        _print_report(report)
+    if report.violations:
+        raise typer.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    from rich.table import Table
+
+    counts = ", ".join(f"{n:,} {what}" for what, n in report.counts.items())
+    console.print(f"ledger: {counts}")
+    if report.tenant_accounts:
+        table = Table("tenant", "account", "currency", "balance (minor units)")
+        for tenant_id, account, currency, balance in report.tenant_accounts:
+            table.add_row(tenant_id, account, currency, f"{balance:,}")
+        console.print(table)
+    if not report.violations:
+        console.print("[green]OK[/]: every invariant holds")
+        return
+    total = sum(len(v) for v in report.violations.values())
+    console.print(f"[red]FAILED[/]: {len(report.violations)} kind(s) of violation ({total} shown)")
+    for kind, found in report.violations.items():
+        console.print(f"[red]{kind}[/]")
+        for line in found:
+            console.print(f"  {escape(line)}", highlight=False)
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -143,12 +143,28 @@ def bet_placed(tx: WalletTransaction, account: PlayerAccount, bet_id: str) -> Wa
     )
 
 
+@dataclass(frozen=True)
+class RoundDetails:
+    """What a settle may tell of its round beyond the money: the game, and the inputs that
+    let the player verify a provably fair outcome."""
+
+    game_id: str
+    server_seed_hash: str
+    client_seed: str
+    nonce: int
+
+
 def settled(
-    tx: WalletTransaction, account: PlayerAccount, bet: Bet, stake: int
+    tx: WalletTransaction,
+    account: PlayerAccount,
+    bet: Bet,
+    stake: int,
+    details: RoundDetails | None,
 ) -> list[WalletEvent]:
-    """``wallet.win_credited`` and ``round.completed``: a loss credits a win of zero."""
+    """``wallet.win_credited`` and ``bet.settled``, a loss as a win of zero; and
+    ``round.completed`` when the settle gave the round's details, which its schema requires."""
     exponent = account.exponent
-    return [
+    events = [
         _event(
             "wallet.win_credited",
             {
@@ -163,19 +179,42 @@ def settled(
             },
         ),
         _event(
-            "round.completed",
+            "bet.settled",
             {
-                "roundId": tx.round_id,
-                "playerId": tx.player_id,
-                "betAmount": major_decimal(stake, exponent),
-                "winAmount": major_decimal(tx.amount, exponent),
-                "currency": tx.currency,
-                # Return to player, to four decimals, from integers: no float on the way.
-                "rtp": (Decimal(tx.amount) / Decimal(stake)).quantize(Decimal("0.0001")),
-                "duration": max(0, tx.created_at_ms - bet.created_at_ms),
+                "bet_id": bet.id,
+                "round_id": tx.round_id,
+                "player_id": tx.player_id,
+                "amount": {"minor_units": stake, "currency": tx.currency},
+                "win": {"minor_units": tx.amount, "currency": tx.currency},
+                "transaction_id": tx.id,
             },
         ),
     ]
+    if details is not None:
+        events.append(
+            _event(
+                "round.completed",
+                {
+                    "roundId": tx.round_id,
+                    "gameId": details.game_id,
+                    "playerId": tx.player_id,
+                    # The wallet knows the player by one id: the operator's, given at launch.
+                    "externalPlayerId": tx.player_id,
+                    "betAmount": major_decimal(stake, exponent),
+                    "winAmount": major_decimal(tx.amount, exponent),
+                    "currency": tx.currency,
+                    # Return to player, to four decimals, from integers: no float on the way.
+                    "rtp": (Decimal(tx.amount) / Decimal(stake)).quantize(Decimal("0.0001")),
+                    "duration": max(0, tx.created_at_ms - bet.created_at_ms),
+                    "provablyFair": {
+                        "serverSeedHash": details.server_seed_hash,
+                        "clientSeed": details.client_seed,
+                        "nonce": details.nonce,
+                    },
+                },
+            )
+        )
+    return events
 
 
 def rolled_back(

@@ -73,7 +73,7 @@ from croupier.domain.money import (
 )
 from croupier.services.outbox import append_events
 from croupier.services.pagination import Page, check_limit, encode_cursor, int_cursor
-from croupier.services.ports import NewEvent, Store, UnitOfWork
+from croupier.services.ports import LedgerReport, NewEvent, Store, UnitOfWork
 
 R = TypeVar("R")
 
@@ -105,10 +105,20 @@ class AuthorizeRequest:
 
 
 @dataclass(frozen=True)
+class ProvablyFair:
+    server_seed_hash: str
+    client_seed: str
+    nonce: int
+
+
+@dataclass(frozen=True)
 class SettleRequest:
     bet_id: str
     round_id: str
     win: MoneyIn
+    #: With ``provably_fair``, what ``round.completed`` needs; without both, it is not sent.
+    game_id: str | None = None
+    provably_fair: ProvablyFair | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,11 @@ class WalletService:
                     "player_id is not the player of this session", field="player_id"
                 ), False
             account = self._lock_player(uow, tenant_id, session.player_id)
+            # Read again under the player's lock: a concurrent authorize of this bet id by
+            # the same player has committed by now, or waits behind us.
+            bet = wallet.bet(tenant_id, req.bet_id)
+            if bet is not None:
+                return _already(bet), False
             if account.currency != cur.code:
                 return _currency_mismatch(account, cur.code, "amount"), False
             if account.available < stake:
@@ -394,6 +409,7 @@ class WalletService:
         cur, win = await self._money(tenant_id, req.win, "win")
         if win < 0:
             raise InvalidAmount("a win cannot be negative", field="win")
+        details = _round_details(req)
 
         def work(uow: UnitOfWork, now: int) -> _Decision:
             bet, account = self._lock_bet(uow, tenant_id, req.bet_id)
@@ -423,12 +439,19 @@ class WalletService:
             )
             if not uow.wallet.resolve_bet(bet, "settled", win, now):
                 raise ConcurrentWrite("the bet changed meanwhile; retry")
-            self._book(uow, account, tx, w.settled(tx, account, bet, bet.amount), now)
+            self._book(uow, account, tx, w.settled(tx, account, bet, bet.amount, details), now)
             return _answer(
                 "settled", account, tx, hold_id=bet.hold_id, bet_id=bet.id
             ).to_record(), True
 
-        fp = _fingerprint("settle", req.bet_id, req.round_id, win, cur.code)
+        fp = _fingerprint(
+            "settle",
+            req.bet_id,
+            req.round_id,
+            win,
+            cur.code,
+            None if details is None else list(details.__dict__.values()),
+        )
         return w.WalletAnswer.from_record(await self._once(tenant_id, key, fp, work, deadline))
 
     async def cancel(
@@ -596,6 +619,11 @@ class WalletService:
         return w.WalletAnswer.from_record(await self._once(tenant_id, key, fp, work, deadline))
 
     # -- upkeep -------------------------------------------------------------------------
+
+    async def check(self, *, limit: int = 20) -> LedgerReport:
+        """Every invariant of the ledger over all tenants, on one snapshot of the store
+        (``croupier wallet check``): up to ``limit`` examples of each violation."""
+        return await self.store.run(lambda uow: uow.wallet.report(limit=limit), write=False)
 
     async def purge_idempotency(self, *, limit: int = 1000) -> int:
         """Forget up to ``limit`` idempotency records past their retention; how many."""
@@ -932,6 +960,27 @@ def _ident(value: Any, field: str) -> str:
             field=field,
         )
     return value
+
+
+def _round_details(req: SettleRequest) -> w.RoundDetails | None:
+    if req.game_id is None and req.provably_fair is None:
+        return None
+    if req.game_id is None or req.provably_fair is None:
+        raise ValidationFailed(
+            "game_id and provably_fair go together: round.completed needs both",
+            field="game_id" if req.game_id is None else "provably_fair",
+        )
+    _ident(req.game_id, "game_id")
+    pf = req.provably_fair
+    for name in ("server_seed_hash", "client_seed"):
+        value = getattr(pf, name)
+        if not isinstance(value, str) or not 1 <= len(value) <= 200:
+            raise ValidationFailed(
+                f"{name} must be 1-200 characters", field=f"provably_fair.{name}"
+            )
+    if isinstance(pf.nonce, bool) or not isinstance(pf.nonce, int) or not 0 <= pf.nonce < 2**53:
+        raise ValidationFailed("nonce must be a whole number from 0", field="provably_fair.nonce")
+    return w.RoundDetails(req.game_id, pf.server_seed_hash, pf.client_seed, pf.nonce)
 
 
 def _reason(value: Any) -> str:

@@ -318,6 +318,10 @@ class SqlWalletRepo:
         examples of each kind of violation."""
         p, w, pl, b = t.postings, t.wallet_transactions, t.players, t.bets
         c = self.conn
+        if self._postgres:
+            # One snapshot for every query below: movements committed meanwhile cannot make
+            # a balance disagree with postings read a moment later.
+            c.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         counts = {
             "players": c.execute(select(func.count()).select_from(pl)).scalar_one(),
             "transactions": c.execute(select(func.count()).select_from(w)).scalar_one(),

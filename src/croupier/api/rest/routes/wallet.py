@@ -28,6 +28,7 @@ from croupier.services.wallet import (
     CancelRequest,
     CreditRequest,
     MoneyIn,
+    ProvablyFair,
     SettleRequest,
     money_view,
 )
@@ -100,10 +101,20 @@ class AuthorizeIn(Body):
     player_id: Text | None = None
 
 
+class ProvablyFairIn(Body):
+    server_seed_hash: Text
+    client_seed: Text
+    nonce: StrictInt
+
+
 class SettleIn(Body):
     bet_id: Text
     round_id: Text
     win: MoneyBody
+    game_id: Text | None = Field(
+        default=None, description="with provably_fair: the round.completed event is sent"
+    )
+    provably_fair: ProvablyFairIn | None = None
 
 
 class CancelIn(Body):
@@ -247,7 +258,19 @@ async def settle(
     """Post the hold and credit the win (zero for a loss), atomically."""
     answer = await c.wallet.settle(
         p.tenant_id,
-        SettleRequest(bet_id=body.bet_id, round_id=body.round_id, win=_money(body.win)),
+        SettleRequest(
+            bet_id=body.bet_id,
+            round_id=body.round_id,
+            win=_money(body.win),
+            game_id=body.game_id,
+            provably_fair=None
+            if body.provably_fair is None
+            else ProvablyFair(
+                body.provably_fair.server_seed_hash,
+                body.provably_fair.client_seed,
+                body.provably_fair.nonce,
+            ),
+        ),
         key=key,
         trace_id=current_trace_id(),
     )
