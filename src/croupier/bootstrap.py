@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from dataclasses import dataclass, field
+
+import structlog
 
 from croupier.config import Settings
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
@@ -22,6 +26,14 @@ from croupier.store.migrate import migrate, pending_migrations
 from croupier.store.queue import SqlDeliveryQueue
 from croupier.store.repositories import SqlStore
 from croupier.store.secretbox import load_secret_box
+
+log = structlog.get_logger("croupier")
+
+#: Expired idempotency keys are forgotten this often, this many per transaction.
+UPKEEP_EVERY_S = 600.0
+UPKEEP_BATCH = 1000
+#: At most this many transactions per round: the rest wait for the next round.
+UPKEEP_ROUNDS = 100
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -53,14 +65,33 @@ class Container:
     sealed_at_start: int = 0
     _ownership: FileOwnership | None = field(default=None, repr=False)
     _dispatcher_running: bool = False
+    _upkeep: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        """Start delivering in the background (if the settings say this process should)."""
+        """Start delivering in the background (if the settings say this process should),
+        and forgetting expired idempotency keys."""
         if self.settings.dispatcher_enabled and not self._dispatcher_running:
             await self.dispatcher.start()
             self._dispatcher_running = True
+        if self._upkeep is None:
+            self._upkeep = asyncio.create_task(self._forget_expired_keys())
+
+    async def _forget_expired_keys(self) -> None:
+        while True:
+            try:
+                for _ in range(UPKEEP_ROUNDS):
+                    if await self.wallet.purge_idempotency(limit=UPKEEP_BATCH) < UPKEEP_BATCH:
+                        break
+            except Exception:
+                log.exception("forgetting expired idempotency keys failed; trying again later")
+            await asyncio.sleep(UPKEEP_EVERY_S)
 
     async def close(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+            self._upkeep = None
         if self._dispatcher_running:
             await self.dispatcher.stop(self.settings.drain_seconds)
             self._dispatcher_running = False

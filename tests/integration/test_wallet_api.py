@@ -601,3 +601,19 @@ async def test_another_tenant_sees_and_moves_nothing_of_ours(
     await ok(other.http, "/v1/players", {"player_id": "p1", "currency": "EUR"})
     assert await balance(other.http) == (0, 0)
     assert await balance(client) == (9800, 200)
+
+
+async def test_expired_keys_are_forgotten_and_the_bet_id_still_guards_the_money(
+    client: httpx.AsyncClient, container: Container, clock: ManualClock
+) -> None:
+    player = await funded_player(client)
+    first = await authorize(client, player, "b1", idempotency_key="old")
+    assert first.status_code == 200
+    clock.advance(6 * 86400)
+    assert await container.wallet.purge_idempotency() == 0
+    clock.advance(2 * 86400)
+    # The setup's three keys and this one, all past seven days.
+    assert await container.wallet.purge_idempotency() == 4
+    again = await authorize(client, player, "b1", idempotency_key="old")
+    assert_error(again, 409, "DUPLICATE")
+    assert await balance(client) == (9800, 200)
