@@ -288,9 +288,11 @@ class UnitOfWork(Protocol):
 
 
 class Store(Protocol):
-    async def run(self, work: Callable[[UnitOfWork], T], *, write: bool = True) -> T:
+    async def run(
+        self, work: Callable[[UnitOfWork], T], *, write: bool = True, urgent: bool = False
+    ) -> T:
         """Run ``work`` inside one transaction, which commits when it returns and rolls back
-        when it raises.
+        when it raises. ``urgent`` writes (money) go before the others where writes queue.
 
         ``work`` is synchronous and runs where the store does its I/O (another thread): it
         must touch only the unit of work and plain values, never the caller's futures.

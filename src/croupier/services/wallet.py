@@ -664,11 +664,11 @@ class WalletService:
         try:
             step = functools.partial(self._step, tenant_id, key, fingerprint, work, deadline)
             try:
-                outcome, published = await self.store.run(step)
+                outcome, published = await self.store.run(step, urgent=True)
             except ConcurrentWrite:
                 # Another process took a unique id (a bet, a credit, a player) between our
                 # read and our write: once more, and the read sees it.
-                outcome, published = await self.store.run(step)
+                outcome, published = await self.store.run(step, urgent=True)
         finally:
             self._running.discard(slot)
         if published:

@@ -45,12 +45,17 @@ class SqlStore:
         self.db = db
         self.box = box
 
-    async def run(self, work: Callable[[SqlUnitOfWork], T], *, write: bool = True) -> T:
+    async def run(
+        self, work: Callable[[SqlUnitOfWork], T], *, write: bool = True, urgent: bool = False
+    ) -> T:
         """``work`` in one transaction, which commits when it returns. A write that collides
         with a concurrent one (a unique key taken meanwhile) surfaces as a retryable
-        ``ConcurrentWrite``, never as a driver error."""
+        ``ConcurrentWrite``, never as a driver error. ``urgent`` writes (money) go before
+        the others where writes queue."""
         try:
-            return await self.db.run(partial(_in_unit_of_work, work, self.box), write=write)
+            return await self.db.run(
+                partial(_in_unit_of_work, work, self.box), write=write, urgent=urgent
+            )
         except IntegrityError as exc:
             raise ConcurrentWrite("a concurrent request changed the same data; retry") from exc
 
