@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench fmt clean
+.PHONY: run test lint bench fmt clean protos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ lint: $(VENV)/.dev
 fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
+
+## protos: regenerate the wallet's gRPC code (src/croupier/api/grpc/_gen) from protos/
+GEN := src/croupier/api/grpc/_gen
+protos: $(VENV)/.dev
+	@rm -rf build/protos && mkdir -p build/protos
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=build/protos --pyi_out=build/protos \
+		protos/wallet/v1/wallet.proto
+	mv build/protos/wallet/v1/wallet_pb2.py build/protos/wallet/v1/wallet_pb2.pyi $(GEN)/
+	@rm -rf build/protos
 
 ## bench: throughput and latency against a raw aiohttp client, measured in the same run
 bench: $(VENV)/.dev

@@ -762,6 +762,8 @@ class Croupier:
                 "CROUPIER_DATABASE_URL": f"sqlite:///{b.workdir / f'{db}.db'}",
                 "CROUPIER_ADMIN_KEY": _ADMIN_KEY,
                 "CROUPIER_ENVIRONMENT": "bench",
+                # A free port, never the default one another croupier may hold.
+                "CROUPIER_GRPC_PORT": "0",
             }
         )
         # --dev: the bench's receiver listens on this machine's loopback address.

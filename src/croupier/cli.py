@@ -1,4 +1,4 @@
-"""The ``croupier`` command: serve, migrate, keys, secrets, replay, listen, wallet."""
+"""The ``croupier`` command: serve, migrate, keys, secrets, replay, listen, wallet, demo."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Run everything in one process: the REST API and the dispatcher."""
+    """Run everything in one process: the REST API, the wallet's gRPC API and the dispatcher."""
     settings = _settings(
         host=host,
         port=port,
@@ -106,8 +106,14 @@ async def _serve(settings: Settings) -> None:
             "admin API key: made at first start and not shown again; "
             "`croupier keys create --tenant default --admin` makes another"
         )
+    if not settings.grpc_enabled:
+        console.print("gRPC: off (CROUPIER_GRPC_ENABLED=false)")
+
+    def grpc_listening(address: str) -> None:
+        console.print(f"gRPC listening on {address}", highlight=False, soft_wrap=True)
+
     config = uvicorn.Config(
-        create_app(container),
+        create_app(container, serve_grpc=settings.grpc_enabled, on_grpc_listening=grpc_listening),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -120,7 +126,11 @@ async def _serve(settings: Settings) -> None:
     # makes that a clean exit with status 0, as process supervisors expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
     settle_heap()
-    await uvicorn.Server(config).serve()
+    server = uvicorn.Server(config)
+    await server.serve()
+    if not server.started:
+        # The start-up failed (the gRPC port taken, say); the server has logged why.
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -298,6 +308,30 @@ def listen(
         err.print(f"[red]error:[/] cannot listen on {escape(host)}:{port}: {escape(str(exc))}")
         raise typer.Exit(1) from None
     run_listener(listener)
+
+
+@app.command()
+def demo(
+    seconds: Annotated[
+        float, typer.Option(min=1, max=3600, help="How long the game server plays.")
+    ] = 20.0,
+    players: Annotated[int, typer.Option(min=1, max=1000, help="Players to register.")] = 20,
+    tables: Annotated[
+        int, typer.Option(min=1, max=64, help="Rounds played at once (half REST, half gRPC).")
+    ] = 8,
+    seed: Annotated[int | None, typer.Option(help="Seed of the game's randomness.")] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary database and log.")
+    ] = False,
+) -> None:
+    """See croupier work: a game server plays rounds over REST and gRPC against a fresh
+    croupier, a local receiver verifies every webhook, and the ledger is checked at the end."""
+    from croupier.demo import Options, run_demo
+
+    status = run_demo(
+        Options(seconds=seconds, players=players, tables=tables, keep=keep, seed=seed), console
+    )
+    raise typer.Exit(status)
 
 
 @wallet_app.command("check")

@@ -183,6 +183,8 @@ class Launcher:
             "secret_key": None if self.database_url.startswith("sqlite") else SECRET_KEY,
             "allow_loopback": True,
             "retry_jitter": 0,
+            # Several serve processes run over a test run: none may take the default 50051.
+            "grpc_port": 0,
             **settings,
         }
         for name, value in values.items():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from croupier import __version__
+from croupier.api.grpc.server import GrpcServer
 from croupier.api.rest import errors
 from croupier.api.rest.context import RequestContext
 from croupier.api.rest.responses import JSONResponse
@@ -23,16 +24,35 @@ from croupier.api.rest.routes import (
 from croupier.bootstrap import Container
 
 
-def create_app(container: Container) -> FastAPI:
-    """Build the app around a built container; its lifespan starts and stops the dispatcher."""
+def create_app(
+    container: Container,
+    *,
+    serve_grpc: bool = False,
+    on_grpc_listening: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the app around a built container; its lifespan starts and stops the dispatcher,
+    and with ``serve_grpc`` the wallet's gRPC server on ``CROUPIER_HOST`` and
+    ``CROUPIER_GRPC_PORT``: started once the container is, stopped before it closes.
+    ``on_grpc_listening`` is told the address it listens on (``host:port``)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await container.start()
+        grpc_server: GrpcServer | None = None
         try:
+            if serve_grpc:
+                settings = container.settings
+                grpc_server = GrpcServer(container, settings.host, settings.grpc_port)
+                await grpc_server.start()
+                if on_grpc_listening is not None:
+                    on_grpc_listening(grpc_server.address)
             yield
         finally:
-            await container.close()
+            try:
+                if grpc_server is not None:
+                    await grpc_server.stop()
+            finally:
+                await container.close()
 
     app = FastAPI(
         title="croupier",
