@@ -437,7 +437,9 @@ async def test_the_transactions_page_newest_first_with_balanced_postings(
 async def test_each_movement_publishes_its_events_with_the_money(
     client: httpx.AsyncClient, container: Container, receiver: Receiver
 ) -> None:
-    await create_endpoint(client, receiver.url(), event_types=WALLET_TYPES)
+    # Ordered: one player's events arrive in the order the money moved (their ordering key
+    # is the player id); an unordered endpoint gets them concurrently, in any order.
+    await create_endpoint(client, receiver.url(), event_types=WALLET_TYPES, ordered=True)
     player = await funded_player(client)
     r = await client.post(
         "/v1/bets/authorize",
@@ -524,7 +526,7 @@ async def test_each_movement_publishes_its_events_with_the_money(
 async def test_a_settle_without_round_details_sends_no_round_completed(
     client: httpx.AsyncClient, container: Container, receiver: Receiver
 ) -> None:
-    await create_endpoint(client, receiver.url(), event_types=WALLET_TYPES)
+    await create_endpoint(client, receiver.url(), event_types=WALLET_TYPES, ordered=True)
     player = await funded_player(client)
     await authorize(client, player, "b1")
     r = await write(

@@ -19,11 +19,15 @@ def append_events(
     due now; each stored event, with its ``seq``, and how many deliveries it got, in order."""
     if not news:
         return []
+    # One read of each tenant's endpoints, whatever the number of types and events.
+    tenants: dict[str, list[tuple[Subscriber, frozenset[str]]]] = {}
     subscribers: dict[tuple[str, str], list[Subscriber]] = {}
     for n in news:
-        wanted = (n.event.tenant_id, n.event.type)
+        tenant_id, event_type = wanted = (n.event.tenant_id, n.event.type)
         if wanted not in subscribers:
-            subscribers[wanted] = uow.endpoints.subscribed(*wanted)
+            if tenant_id not in tenants:
+                tenants[tenant_id] = uow.endpoints.subscriptions(tenant_id)
+            subscribers[wanted] = [s for s, types in tenants[tenant_id] if event_type in types]
     seqs = uow.events.add_many(
         [
             dataclasses.replace(

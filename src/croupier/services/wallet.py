@@ -338,22 +338,25 @@ class WalletService:
 
         def work(uow: UnitOfWork, now: int) -> _Decision:
             wallet = uow.wallet
+            session = wallet.session(tenant_id, req.session_id)
+            if session is None or session.expires_at_ms <= now:
+                # What the bet id says comes first: a late authorize of a cancelled bet is
+                # BET_CANCELLED, whatever became of its session.
+                known = wallet.bet(tenant_id, req.bet_id)
+                if known is not None:
+                    return _already(known), False
+                return SessionInvalid("the game session is unknown or has expired"), False
+            # Read under the player's lock: a concurrent authorize of this bet id by the
+            # same player has committed by now, or waits behind us (and another player's
+            # meets the bet's primary key).
+            account = self._lock_player(uow, tenant_id, session.player_id)
             bet = wallet.bet(tenant_id, req.bet_id)
             if bet is not None:
                 return _already(bet), False
-            session = wallet.session(tenant_id, req.session_id)
-            if session is None or session.expires_at_ms <= now:
-                return SessionInvalid("the game session is unknown or has expired"), False
             if req.player_id is not None and req.player_id != session.player_id:
                 return PlayerMismatch(
                     "player_id is not the player of this session", field="player_id"
                 ), False
-            account = self._lock_player(uow, tenant_id, session.player_id)
-            # Read again under the player's lock: a concurrent authorize of this bet id by
-            # the same player has committed by now, or waits behind us.
-            bet = wallet.bet(tenant_id, req.bet_id)
-            if bet is not None:
-                return _already(bet), False
             if account.currency != cur.code:
                 return _currency_mismatch(account, cur.code, "amount"), False
             if account.available < stake:
@@ -412,7 +415,10 @@ class WalletService:
         details = _round_details(req)
 
         def work(uow: UnitOfWork, now: int) -> _Decision:
-            bet, account = self._lock_bet(uow, tenant_id, req.bet_id)
+            found = self._lock_bet(uow, tenant_id, req.bet_id)
+            if found is None:
+                raise BetNotFound(f"no bet {req.bet_id!r}")
+            bet, account = found
             if bet.status != "authorized" or account is None:
                 return _already(bet), False
             assert bet.amount is not None
@@ -472,10 +478,11 @@ class WalletService:
 
         def work(uow: UnitOfWork, now: int) -> _Decision:
             wallet = uow.wallet
-            if wallet.bet(tenant_id, req.bet_id) is None:
+            found = self._lock_bet(uow, tenant_id, req.bet_id)
+            if found is None:
                 wallet.add_bet(_tombstone(tenant_id, req.bet_id, req.round_id, now))
                 return _never_seen(req.bet_id), False
-            bet, account = self._lock_bet(uow, tenant_id, req.bet_id)
+            bet, account = found
             if account is None:
                 return _never_seen(req.bet_id), False
             if req.round_id is not None and bet.round_id != req.round_id:
@@ -690,9 +697,9 @@ class WalletService:
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the caller's deadline passed before the work began")
         now = self.clock.now_ms()
-        if not uow.wallet.lock_key(tenant_id, key):
+        locked, first = uow.wallet.claim_key(tenant_id, key)
+        if not locked:
             raise _in_progress()
-        first = uow.wallet.record(tenant_id, key)
         if first is not None:
             if first.fingerprint != fingerprint:
                 raise IdempotencyMismatch(
@@ -758,18 +765,19 @@ class WalletService:
 
     def _lock_bet(
         self, uow: UnitOfWork, tenant_id: str, bet_id: str
-    ) -> tuple[w.Bet, w.PlayerAccount | None]:
-        """The bet, read again once its player is locked; None for the account of a bet
-        that was cancelled before it was ever authorized."""
-        bet = uow.wallet.bet(tenant_id, bet_id)
+    ) -> tuple[w.Bet, w.PlayerAccount | None] | None:
+        """The bet, locked, and its player's account, locked after it (None for the account
+        of a bet cancelled before it was ever authorized); None: no such bet.
+
+        Settling and cancelling lock the bet, then its player; the other movements lock
+        only a player: no two transactions can wait for each other in a circle.
+        """
+        bet = uow.wallet.bet(tenant_id, bet_id, lock=True)
         if bet is None:
-            raise BetNotFound(f"no bet {bet_id!r}")
+            return None
         if bet.player_id is None:
             return bet, None
-        account = self._lock_player(uow, tenant_id, bet.player_id)
-        again = uow.wallet.bet(tenant_id, bet_id)
-        assert again is not None  # a bet is never deleted
-        return again, account
+        return bet, self._lock_player(uow, tenant_id, bet.player_id)
 
     def _exponent_in(self, uow: UnitOfWork, tenant_id: str) -> Callable[[str], int]:
         def exponent(code: str) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.sql import Executable
 
 
@@ -45,3 +45,48 @@ class Prepared:
                 )
             sql = self._compiled[dialect.name] = str(compiled)
         return sql
+
+
+class Statement:
+    """A Core statement compiled once per dialect and run by the driver with named values.
+
+    Building and compiling a statement on every call cost the wallet about 60 us per
+    statement, ten times what SQLite takes to run it; this costs a dictionary lookup. As
+    with :class:`Prepared`, values must already be what the driver takes. Literals in the
+    statement (``status == "authorized"``) keep their value; every named ``bindparam``
+    must be given.
+    """
+
+    def __init__(self, statement: Executable) -> None:
+        self._statement = statement
+        self._compiled: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+
+    def execute(self, conn: Connection, **values: Any) -> CursorResult[Any]:
+        sql, order = self._sql(conn)
+        return conn.exec_driver_sql(sql, _positional(order, values))
+
+    def executemany(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            sql, order = self._sql(conn)
+            conn.exec_driver_sql(sql, [_positional(order, row) for row in rows])
+
+    def _sql(self, conn: Connection) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        dialect = conn.dialect
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self._statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            binds = compiled.binds
+            order = tuple(
+                (name, _GIVEN if binds[name].required else binds[name].value)
+                for name in compiled.positiontup
+            )
+            found = self._compiled[dialect.name] = (str(compiled), order)
+        return found
+
+
+#: The value of a named ``bindparam``: the caller gives it.
+_GIVEN: Any = object()
+
+
+def _positional(order: tuple[tuple[str, Any], ...], values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(values[name] if literal is _GIVEN else literal for name, literal in order)

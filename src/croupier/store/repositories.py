@@ -31,7 +31,7 @@ from croupier.services.ports import (
 )
 from croupier.store import tables as t
 from croupier.store.engine import Database
-from croupier.store.prepared import Prepared
+from croupier.store.prepared import Prepared, Statement
 from croupier.store.secretbox import SecretBox
 from croupier.store.wallet import SqlWalletRepo
 
@@ -236,17 +236,15 @@ class SqlEndpointRepo:
         )
 
     def subscribed(self, tenant_id: str, event_type: str) -> list[Subscriber]:
+        return [s for s, types in self.subscriptions(tenant_id) if event_type in types]
+
+    def subscriptions(self, tenant_id: str) -> list[tuple[Subscriber, frozenset[str]]]:
         # Subscriptions are a short JSON list per endpoint; a tenant has few endpoints, so
         # filtering in Python beats a per-backend JSON query. Only the three columns a
-        # publish needs are read: this runs for every publish batch.
-        e = t.endpoints.c
-        q = select(e.id, e.ordered, e.event_types).where(
-            e.tenant_id == tenant_id, e.deleted_at.is_(None), e.disabled.is_(False)
-        )
+        # publish needs are read: this runs for every publish batch and money movement.
         return [
-            Subscriber(endpoint_id, ordered)
-            for endpoint_id, ordered, event_types in self.conn.execute(q)
-            if event_type in orjson.loads(event_types)
+            (Subscriber(row.id, bool(row.ordered)), frozenset(orjson.loads(row.event_types)))
+            for row in _SUBSCRIPTIONS.execute(self.conn, tenant_id=tenant_id)
         ]
 
     def seal_all(self) -> int:
@@ -386,6 +384,14 @@ _DELIVERY_COLUMNS = (
     "updated_at",
 )
 #: One row per (event, endpoint) of a publish: a new delivery, due now, no attempt yet.
+_SUBSCRIPTIONS = Statement(
+    select(t.endpoints.c.id, t.endpoints.c.ordered, t.endpoints.c.event_types).where(
+        t.endpoints.c.tenant_id == bindparam("tenant_id"),
+        t.endpoints.c.deleted_at.is_(None),
+        t.endpoints.c.disabled.is_(False),
+    )
+)
+
 _INSERT_DELIVERIES = Prepared(
     insert(t.deliveries)
     .values(

@@ -12,7 +12,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, and_, case, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from croupier.domain.ledger import Posting
@@ -20,6 +32,7 @@ from croupier.domain.money import Currency
 from croupier.domain.wallet import Bet, Credit, GameSession, PlayerAccount, WalletTransaction
 from croupier.services.ports import IdempotencyRecord, LedgerReport
 from croupier.store import tables as t
+from croupier.store.prepared import Statement
 
 
 class SqlWalletRepo:
@@ -37,18 +50,28 @@ class SqlWalletRepo:
         """
         if not self._postgres:
             return True
-        digest = hashlib.sha256(f"{tenant_id}\x00{key}".encode()).digest()
-        lock = int.from_bytes(digest[:8], "big", signed=True)
-        got = self.conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock})
+        got = _LOCK_KEY.execute(self.conn, lock=_lock_id(tenant_id, key))
         return bool(got.scalar())
 
+    def claim_key(self, tenant_id: str, key: str) -> tuple[bool, IdempotencyRecord | None]:
+        """:meth:`lock_key` and :meth:`record` in one round trip: (locked, first answer).
+
+        The record is read in the same statement as the lock is taken, so a writer that
+        committed the key just before the lock may be missed; its record's primary key then
+        refuses the second insert, and the caller's retry reads it.
+        """
+        if not self._postgres:
+            return True, self.record(tenant_id, key)
+        row = _CLAIM_KEY.execute(
+            self.conn, lock=_lock_id(tenant_id, key), tenant_id=tenant_id, key=key
+        ).one()
+        record = None
+        if row.fingerprint is not None:
+            record = IdempotencyRecord(row.fingerprint, orjson.loads(row.outcome))
+        return bool(row.locked), record
+
     def record(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
-        row = self.conn.execute(
-            select(t.idempotency_records.c.fingerprint, t.idempotency_records.c.outcome).where(
-                t.idempotency_records.c.tenant_id == tenant_id,
-                t.idempotency_records.c.key == key,
-            )
-        ).first()
+        row = _RECORD.execute(self.conn, tenant_id=tenant_id, key=key).first()
         if row is None:
             return None
         return IdempotencyRecord(row.fingerprint, orjson.loads(row.outcome))
@@ -63,15 +86,14 @@ class SqlWalletRepo:
         now_ms: int,
         expires_at_ms: int,
     ) -> None:
-        self.conn.execute(
-            insert(t.idempotency_records).values(
-                tenant_id=tenant_id,
-                key=key,
-                fingerprint=fingerprint,
-                outcome=orjson.dumps(outcome).decode(),
-                created_at=now_ms,
-                expires_at=expires_at_ms,
-            )
+        _SAVE_RECORD.execute(
+            self.conn,
+            tenant_id=tenant_id,
+            key=key,
+            fingerprint=fingerprint,
+            outcome=orjson.dumps(outcome).decode(),
+            created_at=now_ms,
+            expires_at=expires_at_ms,
         )
 
     def purge_records(self, now_ms: int, limit: int) -> int:
@@ -126,10 +148,8 @@ class SqlWalletRepo:
     ) -> PlayerAccount | None:
         """The player's account; ``lock`` holds its row until the transaction ends.
         ``exponent_of(currency)`` gives the exponent of the account's currency."""
-        q = select(t.players).where(t.players.c.tenant_id == tenant_id, t.players.c.id == player_id)
-        if lock:
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+        query = _PLAYER_FOR_UPDATE if lock and self._postgres else _PLAYER
+        row = query.execute(self.conn, tenant_id=tenant_id, id=player_id).first()
         return None if row is None else _player(row, exponent_of(row.currency))
 
     def add_player(self, account: PlayerAccount) -> None:
@@ -148,19 +168,19 @@ class SqlWalletRepo:
     def set_balances(
         self, tenant_id: str, player_id: str, available: int, held: int, now_ms: int
     ) -> None:
-        self.conn.execute(
-            update(t.players)
-            .where(t.players.c.tenant_id == tenant_id, t.players.c.id == player_id)
-            .values(available=available, held=held, updated_at=now_ms)
+        _SET_BALANCES.execute(
+            self.conn,
+            tenant_id=tenant_id,
+            id=player_id,
+            available=available,
+            held=held,
+            updated_at=now_ms,
         )
 
     # -- sessions -----------------------------------------------------------------------
 
     def session(self, tenant_id: str, session_id: str) -> GameSession | None:
-        s = t.wallet_sessions
-        row = self.conn.execute(
-            select(s).where(s.c.tenant_id == tenant_id, s.c.id == session_id)
-        ).first()
+        row = _SESSION.execute(self.conn, tenant_id=tenant_id, id=session_id).first()
         if row is None:
             return None
         return GameSession(row.id, row.tenant_id, row.player_id, row.created_at, row.expires_at)
@@ -178,33 +198,30 @@ class SqlWalletRepo:
 
     # -- bets and credits ---------------------------------------------------------------
 
-    def bet(self, tenant_id: str, bet_id: str) -> Bet | None:
-        row = self.conn.execute(
-            select(t.bets).where(t.bets.c.tenant_id == tenant_id, t.bets.c.id == bet_id)
-        ).first()
+    def bet(self, tenant_id: str, bet_id: str, *, lock: bool = False) -> Bet | None:
+        """The bet; ``lock`` holds its row until the transaction ends (PostgreSQL)."""
+        query = _BET_FOR_UPDATE if lock and self._postgres else _BET
+        row = query.execute(self.conn, tenant_id=tenant_id, id=bet_id).first()
         return None if row is None else _bet(row)
 
     def add_bet(self, bet: Bet) -> None:
-        self.conn.execute(insert(t.bets).values(**_bet_values(bet)))
+        _ADD_BET.execute(self.conn, **_bet_values(bet))
 
     def resolve_bet(self, bet: Bet, status: str, win: int | None, now_ms: int) -> bool:
         """Move an authorized bet to ``status``; False if it was not authorized any more.
         The condition makes a hold resolvable once, whatever the caller checked before."""
-        done = self.conn.execute(
-            update(t.bets)
-            .where(
-                t.bets.c.tenant_id == bet.tenant_id,
-                t.bets.c.id == bet.id,
-                t.bets.c.status == "authorized",
-            )
-            .values(status=status, win=win, updated_at=now_ms)
+        done = _RESOLVE_BET.execute(
+            self.conn,
+            tenant_id=bet.tenant_id,
+            id=bet.id,
+            status=status,
+            win=win,
+            updated_at=now_ms,
         )
         return bool(done.rowcount == 1)
 
     def credit(self, tenant_id: str, credit_id: str) -> Credit | None:
-        row = self.conn.execute(
-            select(t.credits).where(t.credits.c.tenant_id == tenant_id, t.credits.c.id == credit_id)
-        ).first()
+        row = _CREDIT.execute(self.conn, tenant_id=tenant_id, id=credit_id).first()
         if row is None:
             return None
         return Credit(
@@ -220,45 +237,41 @@ class SqlWalletRepo:
         )
 
     def add_credit(self, credit: Credit) -> None:
-        self.conn.execute(
-            insert(t.credits).values(
-                tenant_id=credit.tenant_id,
-                id=credit.id,
-                player_id=credit.player_id,
-                amount=credit.amount,
-                currency=credit.currency,
-                reason=credit.reason,
-                campaign_id=credit.campaign_id,
-                transaction_id=credit.transaction_id,
-                created_at=credit.created_at_ms,
-            )
+        _ADD_CREDIT.execute(
+            self.conn,
+            tenant_id=credit.tenant_id,
+            id=credit.id,
+            player_id=credit.player_id,
+            amount=credit.amount,
+            currency=credit.currency,
+            reason=credit.reason,
+            campaign_id=credit.campaign_id,
+            transaction_id=credit.transaction_id,
+            created_at=credit.created_at_ms,
         )
 
     # -- the ledger ---------------------------------------------------------------------
 
     def add_transaction(self, tx: WalletTransaction) -> int:
         """Insert the transaction and its postings; its ``seq``."""
-        seq = self.conn.execute(
-            insert(t.wallet_transactions)
-            .values(
-                id=tx.id,
-                tenant_id=tx.tenant_id,
-                player_id=tx.player_id,
-                kind=tx.kind,
-                reference=tx.reference,
-                round_id=tx.round_id,
-                amount=tx.amount,
-                currency=tx.currency,
-                available_after=tx.available_after,
-                held_after=tx.held_after,
-                reason=tx.reason,
-                trace_id=tx.trace_id,
-                created_at=tx.created_at_ms,
-            )
-            .returning(t.wallet_transactions.c.seq)
+        seq = _ADD_TRANSACTION.execute(
+            self.conn,
+            id=tx.id,
+            tenant_id=tx.tenant_id,
+            player_id=tx.player_id,
+            kind=tx.kind,
+            reference=tx.reference,
+            round_id=tx.round_id,
+            amount=tx.amount,
+            currency=tx.currency,
+            available_after=tx.available_after,
+            held_after=tx.held_after,
+            reason=tx.reason,
+            trace_id=tx.trace_id,
+            created_at=tx.created_at_ms,
         ).scalar_one()
-        self.conn.execute(
-            insert(t.postings),
+        _ADD_POSTING.executemany(
+            self.conn,
             [
                 {
                     "tenant_id": tx.tenant_id,
@@ -567,3 +580,131 @@ def _transaction(row: Row[Any], postings: tuple[Posting, ...]) -> WalletTransact
         postings=postings,
         seq=int(row.seq),
     )
+
+
+def _lock_id(tenant_id: str, key: str) -> int:
+    digest = hashlib.sha256(f"{tenant_id}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _by_key(table: Any) -> Any:
+    return (table.c.tenant_id == bindparam("tenant_id")) & (table.c.id == bindparam("id"))
+
+
+# The hot statements of a money movement, each compiled once per dialect.
+_r = t.idempotency_records
+_LOCK_KEY = Statement(select(func.pg_try_advisory_xact_lock(bindparam("lock"))))
+_CLAIM_KEY = Statement(
+    select(
+        func.pg_try_advisory_xact_lock(bindparam("lock")).label("locked"),
+        select(_r.c.fingerprint)
+        .where(_r.c.tenant_id == bindparam("tenant_id"), _r.c.key == bindparam("key"))
+        .scalar_subquery()
+        .label("fingerprint"),
+        select(_r.c.outcome)
+        .where(_r.c.tenant_id == bindparam("tenant_id"), _r.c.key == bindparam("key"))
+        .scalar_subquery()
+        .label("outcome"),
+    )
+)
+_RECORD = Statement(
+    select(_r.c.fingerprint, _r.c.outcome).where(
+        _r.c.tenant_id == bindparam("tenant_id"), _r.c.key == bindparam("key")
+    )
+)
+_SAVE_RECORD = Statement(
+    insert(_r).values(
+        {
+            name: bindparam(name)
+            for name in ("tenant_id", "key", "fingerprint", "outcome", "created_at", "expires_at")
+        }
+    )
+)
+_PLAYER = Statement(select(t.players).where(_by_key(t.players)))
+_PLAYER_FOR_UPDATE = Statement(select(t.players).where(_by_key(t.players)).with_for_update())
+_SET_BALANCES = Statement(
+    update(t.players)
+    .where(_by_key(t.players))
+    .values(
+        available=bindparam("available"),
+        held=bindparam("held"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_SESSION = Statement(select(t.wallet_sessions).where(_by_key(t.wallet_sessions)))
+_BET = Statement(select(t.bets).where(_by_key(t.bets)))
+_BET_FOR_UPDATE = Statement(select(t.bets).where(_by_key(t.bets)).with_for_update())
+_BET_COLUMNS = (
+    "tenant_id",
+    "id",
+    "status",
+    "player_id",
+    "round_id",
+    "session_id",
+    "hold_id",
+    "amount",
+    "currency",
+    "win",
+    "created_at",
+    "updated_at",
+)
+_ADD_BET = Statement(insert(t.bets).values({name: bindparam(name) for name in _BET_COLUMNS}))
+_RESOLVE_BET = Statement(
+    update(t.bets)
+    .where(_by_key(t.bets), t.bets.c.status == "authorized")
+    .values(status=bindparam("status"), win=bindparam("win"), updated_at=bindparam("updated_at"))
+)
+_CREDIT = Statement(select(t.credits).where(_by_key(t.credits)))
+_ADD_CREDIT = Statement(
+    insert(t.credits).values(
+        {
+            name: bindparam(name)
+            for name in (
+                "tenant_id",
+                "id",
+                "player_id",
+                "amount",
+                "currency",
+                "reason",
+                "campaign_id",
+                "transaction_id",
+                "created_at",
+            )
+        }
+    )
+)
+_TRANSACTION_COLUMNS = (
+    "id",
+    "tenant_id",
+    "player_id",
+    "kind",
+    "reference",
+    "round_id",
+    "amount",
+    "currency",
+    "available_after",
+    "held_after",
+    "reason",
+    "trace_id",
+    "created_at",
+)
+_ADD_TRANSACTION = Statement(
+    insert(t.wallet_transactions)
+    .values({name: bindparam(name) for name in _TRANSACTION_COLUMNS})
+    .returning(t.wallet_transactions.c.seq)
+)
+_ADD_POSTING = Statement(
+    insert(t.postings).values(
+        {
+            name: bindparam(name)
+            for name in (
+                "tenant_id",
+                "transaction_seq",
+                "account",
+                "player_id",
+                "currency",
+                "amount",
+            )
+        }
+    )
+)
