@@ -75,3 +75,40 @@ async def test_a_cancelled_write_that_has_not_begun_never_runs(tmp_path: Path) -
     finally:
         release.set()
         await db.close()
+
+
+async def test_urgent_writes_queued_together_commit_together_and_a_failure_undoes_only_itself(
+    tmp_path: Path,
+) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/lanes.db")
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocking(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        started.set()
+        release.wait(10)
+
+    def insert(n: int) -> Callable[[Connection], int]:
+        def run(conn: Connection) -> int:
+            conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+            return n
+
+        return run
+
+    try:
+        first = asyncio.create_task(db.run(blocking))
+        await asyncio.to_thread(started.wait, 10)
+        # Queued behind the first, they run as one group; 3 twice breaks the primary key.
+        tasks = [asyncio.create_task(db.run(insert(n), urgent=True)) for n in (1, 2, 3, 3, 4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert results[:3] == [1, 2, 3] and results[4] == 4
+        assert isinstance(results[3], Exception) and "UNIQUE" in str(results[3])
+        stored = await db.run(lambda conn: [r[0] for r in conn.execute(text("SELECT n FROM t"))])
+        assert sorted(stored) == [1, 2, 3, 4]
+    finally:
+        release.set()
+        await db.close()

@@ -98,7 +98,7 @@ class SqliteDatabase(Database):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _sqlite_engine(url)
-        self._writer = _Writer()
+        self._writer = _Writer(self.engine)
         self._readers = ThreadPoolExecutor(
             _SQLITE_READERS, thread_name_prefix="croupier-sqlite-reader"
         )
@@ -106,9 +106,9 @@ class SqliteDatabase(Database):
     async def run(
         self, fn: Callable[[Connection], T], *, write: bool = True, urgent: bool = False
     ) -> T:
-        work = partial(_sync_transaction, self.engine, fn, write)
         if write:
-            return await asyncio.wrap_future(self._writer.submit(work, urgent=urgent))
+            return await asyncio.wrap_future(self._writer.submit(fn, urgent=urgent))
+        work = partial(_sync_transaction, self.engine, fn, False)
         return await asyncio.get_running_loop().run_in_executor(self._readers, work)
 
     async def close(self) -> None:
@@ -154,20 +154,31 @@ class PostgresDatabase(Database):
 
 class _Writer:
     """SQLite's one writer thread, with two lanes: urgent work first, then the rest, each
-    in the order it came. Cancelling a caller cancels its work if it has not begun."""
+    in the order it came. Cancelling a caller cancels its work if it has not begun.
+
+    Urgent work queued together is committed together (a group commit): each piece runs in
+    a savepoint of one transaction, so a piece that raises undoes only itself, and every
+    caller hears back once the commit is done. A commit and its transaction were a third
+    of a money movement's cost on SQLite; under load they are shared.
+    """
 
     _URGENT, _NORMAL, _LAST = 0, 1, 2
+    #: The most urgent pieces one transaction carries.
+    GROUP = 16
 
-    def __init__(self) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any]]]
-        self._queue = queue.PriorityQueue()
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.PriorityQueue[
+            tuple[int, int, Callable[[Connection], Any] | None, Future[Any]]
+        ] = queue.PriorityQueue()
         self._order = itertools.count()
         self._thread = threading.Thread(
             target=self._work, name="croupier-sqlite-writer", daemon=True
         )
         self._thread.start()
 
-    def submit(self, fn: Callable[[], T], *, urgent: bool) -> Future[T]:
+    def submit(self, fn: Callable[[Connection], T], *, urgent: bool) -> Future[T]:
+        """Run ``fn`` in a write transaction (urgent: maybe shared with other urgent work)."""
         done: Future[T] = Future()
         lane = self._URGENT if urgent else self._NORMAL
         self._queue.put((lane, next(self._order), fn, done))
@@ -180,15 +191,51 @@ class _Writer:
 
     def _work(self) -> None:
         while True:
-            _, _, fn, done = self._queue.get()
+            lane, _, fn, done = self._queue.get()
             if fn is None:
                 return
-            if not done.set_running_or_notify_cancel():
-                continue
-            try:
-                done.set_result(fn())
-            except BaseException as exc:
+            group = [(fn, done)]
+            while lane == self._URGENT and len(group) < self.GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item[0] != self._URGENT:
+                    self._queue.put(item)  # its place is kept: the order is in the item
+                    break
+                group.append((item[2], item[3]))  # type: ignore[arg-type]
+            running = [(f, d) for f, d in group if d.set_running_or_notify_cancel()]
+            if len(running) == 1:
+                f, d = running[0]
+                try:
+                    d.set_result(_sync_transaction(self._engine, f, True))
+                except BaseException as exc:
+                    d.set_exception(exc)
+            elif running:
+                self._together(running)
+
+    def _together(self, group: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    for fn, done in group:
+                        try:
+                            with conn.begin_nested():
+                                outcomes.append((done, fn(conn), None))
+                        except Exception as exc:
+                            outcomes.append((done, None, exc))
+        except BaseException as exc:
+            # The commit itself failed: nothing of the group is stored.
+            for _, done in group:
                 done.set_exception(exc)
+            return
+        for done, result, error in outcomes:
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
 
 
 def _sync_transaction(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:
