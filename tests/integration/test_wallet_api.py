@@ -545,7 +545,7 @@ async def test_the_rollback_event_names_the_bet_it_reverses(
     client: httpx.AsyncClient, container: Container, receiver: Receiver
 ) -> None:
     await create_endpoint(
-        client, receiver.url(), event_types=["wallet.bet_placed", "wallet.rollback"]
+        client, receiver.url(), event_types=["wallet.bet_placed", "wallet.rollback"], ordered=True
     )
     player = await funded_player(client)
     await authorize(client, player, "b1")

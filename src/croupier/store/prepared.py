@@ -13,10 +13,12 @@ no column of these statements needs a bind processor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import namedtuple
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 
@@ -48,22 +50,42 @@ class Prepared:
 
 
 class Statement:
-    """A Core statement compiled once per dialect and run by the driver with named values.
+    """A Core statement compiled once per dialect and run on the driver's own cursor.
 
     Building and compiling a statement on every call cost the wallet about 60 us per
-    statement, ten times what SQLite takes to run it; this costs a dictionary lookup. As
-    with :class:`Prepared`, values must already be what the driver takes. Literals in the
-    statement (``status == "authorized"``) keep their value; every named ``bindparam``
-    must be given.
+    statement, ten times what SQLite takes to run it, and SQLAlchemy's result objects
+    another 20; this costs a dictionary lookup and a named tuple per row. As with
+    :class:`Prepared`, values must already be what the driver takes, and rows come back as
+    the driver gives them. Literals in the statement (``status == "authorized"``) keep
+    their value; every named ``bindparam`` must be given. A driver error is raised as
+    SQLAlchemy raises it (an ``IntegrityError`` for a taken key), so callers see one kind.
     """
 
     def __init__(self, statement: Executable) -> None:
         self._statement = statement
         self._compiled: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+        self._row_types: dict[str, Any] = {}
 
-    def execute(self, conn: Connection, **values: Any) -> CursorResult[Any]:
+    def execute(self, conn: Connection, **values: Any) -> Rows:
         sql, order = self._sql(conn)
-        return conn.exec_driver_sql(sql, _positional(order, values))
+        params = _positional(order, values)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            rows: list[Any] = []
+            if cursor.description is not None:
+                row_type = self._row_type(conn.dialect.name, cursor.description)
+                rows = [row_type._make(r) for r in cursor.fetchall()]
+            return Rows(rows, cursor.rowcount)
+        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+            raise DBAPIError.instance(
+                sql,
+                params,
+                exc,
+                conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+            ) from exc
+        finally:
+            cursor.close()
 
     def executemany(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -82,6 +104,38 @@ class Statement:
             )
             found = self._compiled[dialect.name] = (str(compiled), order)
         return found
+
+    def _row_type(self, dialect: str, description: Sequence[Sequence[Any]]) -> Any:
+        row_type = self._row_types.get(dialect)
+        if row_type is None:
+            names = [str(column[0]) for column in description]
+            row_type = self._row_types[dialect] = namedtuple("Row", names, rename=True)
+        return row_type
+
+
+class Rows:
+    """What :meth:`Statement.execute` returns: its rows (named tuples) and row count."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def first(self) -> Any | None:
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Any:
+        if len(self.rows) != 1:
+            raise ValueError(f"expected one row, got {len(self.rows)}")
+        return self.rows[0]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
 
 
 #: The value of a named ``bindparam``: the caller gives it.
