@@ -75,7 +75,7 @@ class Database(ABC):
         """Finish queued transactions, then close every connection."""
 
 
-def open_database(url: str, *, pool_size: int = 10) -> Database:
+def open_database(url: str, *, pool_size: int = 20) -> Database:
     """The backend for a user-facing URL (``sqlite:///file.db`` or ``postgresql://...``)."""
     parsed = make_url(url.replace("postgres://", "postgresql://", 1))
     if parsed.drivername in ("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"):
@@ -125,11 +125,13 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, pool_size: int) -> None:
         self.url = url
         # Every transaction ends itself, so the pool's extra rollback on check-in would
-        # be a wasted round trip on the hot path.
+        # be a wasted round trip on the hot path. No overflow: a connection opened for a
+        # burst and closed after it costs the server a process and the client its type
+        # introspection, far more than waiting a moment for a pooled one.
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
             pool_pre_ping=True,
             pool_reset_on_return=None,
         )
