@@ -11,6 +11,7 @@ from croupier import __version__
 from croupier.api.grpc.server import GrpcServer
 from croupier.api.rest import errors
 from croupier.api.rest.context import RequestContext
+from croupier.api.rest.hotpath import HotPath
 from croupier.api.rest.responses import JSONResponse
 from croupier.api.rest.routes import (
     deliveries,
@@ -29,11 +30,14 @@ def create_app(
     *,
     serve_grpc: bool = False,
     on_grpc_listening: Callable[[str], None] | None = None,
+    hot_path: bool = True,
 ) -> FastAPI:
     """Build the app around a built container; its lifespan starts and stops the dispatcher,
     and with ``serve_grpc`` the wallet's gRPC server on ``CROUPIER_HOST`` and
     ``CROUPIER_GRPC_PORT``: started once the container is, stopped before it closes.
-    ``on_grpc_listening`` is told the address it listens on (``host:port``)."""
+    ``on_grpc_listening`` is told the address it listens on (``host:port``). ``hot_path``
+    serves the wallet's per-round writes around FastAPI's machinery (:mod:`.hotpath`); the
+    answers are the same either way."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,5 +71,8 @@ def create_app(
     # publishing) first.
     for module in (wallet, events, deliveries, endpoints, event_types, tenants, health):
         app.include_router(module.router)
+    # Inside the request context (trace id, body limit), around FastAPI's machinery.
+    if hot_path:
+        app.add_middleware(HotPath, container=container)
     app.add_middleware(RequestContext, max_body_bytes=container.settings.max_body_bytes)
     return app

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -103,6 +104,11 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _croupier_error(_: Request, exc: CroupierError) -> JSONResponse:
+    return croupier_error_response(exc)
+
+
+def croupier_error_response(exc: CroupierError) -> JSONResponse:
+    """The single error body of a croupier error, under its HTTP status."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.code == "UNAUTHORIZED" else None
     return error_response(
         exc.code,
@@ -115,10 +121,16 @@ async def _croupier_error(_: Request, exc: CroupierError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    return validation_error_response(exc.errors(), request.headers.get("content-type", ""))
+
+
+def validation_error_response(errors: Sequence[Any], content_type: str) -> JSONResponse:
+    """The answer to a request that does not validate: the first error, in plain words.
+    ``errors`` are pydantic's (their ``loc`` may start with FastAPI's ``"body"``)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         return error_response("MALFORMED_JSON", "request body is not valid JSON")
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = content_type.split(";")[0].strip().lower()
     if first.get("loc", ())[:1] == ("body",) and media and not media.endswith("json"):
         return error_response(
             "UNSUPPORTED_MEDIA_TYPE", "send the body as JSON with Content-Type: application/json"
@@ -143,6 +155,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     fallback = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL"
     code = _STARLETTE_CODES.get(exc.status_code, fallback)
     message = str(exc.detail)
+    if exc.status_code == 400 and message == "There was an error parsing the body":
+        # A JSON body that is not even text (bytes that are not UTF-8).
+        return error_response("MALFORMED_JSON", "request body is not valid JSON")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such route: {request.method} {request.url.path}"
     headers = dict(exc.headers or {})

@@ -38,13 +38,14 @@ class _ExactJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             self._json = json.loads(
-                await self.body(), parse_float=Decimal, parse_constant=_no_constant
+                await self.body(), parse_float=Decimal, parse_constant=no_constant
             )
         return self._json
 
 
-def _no_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; the standard parser takes them unless told not to.
+def no_constant(name: str) -> Any:
+    """For ``json.loads``: NaN and Infinity are not JSON; the standard parser takes them
+    unless told not to."""
     raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
 
 
