@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from croupier.store.prepared import release, rollback_to, savepoint
 from croupier.store.runner import StoreThread
 
 T = TypeVar("T")
@@ -223,11 +224,15 @@ class _Writer:
                 conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     for fn, done in group:
+                        savepoint(conn, "croupier_group")
                         try:
-                            with conn.begin_nested():
-                                outcomes.append((done, fn(conn), None))
+                            result = fn(conn)
                         except Exception as exc:
+                            rollback_to(conn, "croupier_group")
                             outcomes.append((done, None, exc))
+                        else:
+                            outcomes.append((done, result, None))
+                        release(conn, "croupier_group")
         except BaseException as exc:
             # The commit itself failed: nothing of the group is stored.
             for _, done in group:

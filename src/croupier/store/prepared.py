@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import Executable
 
 
@@ -78,19 +78,22 @@ class Statement:
                 rows = [row_type._make(r) for r in cursor.fetchall()]
             return Rows(rows, cursor.rowcount)
         except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-            raise DBAPIError.instance(
-                sql,
-                params,
-                exc,
-                conn.dialect.dbapi.Error,  # type: ignore[union-attr]
-            ) from exc
+            raise _driver_error(conn, cursor, sql, params, exc) from exc
         finally:
             cursor.close()
 
     def executemany(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            sql, order = self._sql(conn)
-            conn.exec_driver_sql(sql, [_positional(order, row) for row in rows])
+        if not rows:
+            return
+        sql, order = self._sql(conn)
+        params = [_positional(order, row) for row in rows]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, params)
+        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+            raise _driver_error(conn, cursor, sql, params, exc) from exc
+        finally:
+            cursor.close()
 
     def _sql(self, conn: Connection) -> tuple[str, tuple[tuple[str, Any], ...]]:
         dialect = conn.dialect
@@ -136,6 +139,50 @@ class Rows:
 
     def scalar_one(self) -> Any:
         return self.one()[0]
+
+
+def savepoint(conn: Connection, name: str) -> None:
+    """``SAVEPOINT name`` on the driver's cursor (SQLAlchemy compiles one per call)."""
+    _raw(conn, f"SAVEPOINT {name}")
+
+
+def release(conn: Connection, name: str) -> None:
+    _raw(conn, f"RELEASE SAVEPOINT {name}")
+
+
+def rollback_to(conn: Connection, name: str) -> None:
+    _raw(conn, f"ROLLBACK TO SAVEPOINT {name}")
+
+
+def _raw(conn: Connection, sql: str) -> None:
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+        raise _driver_error(conn, cursor, sql, (), exc) from exc
+    finally:
+        cursor.close()
+
+
+def _driver_error(
+    conn: Connection, cursor: Any, sql: str, params: Any, exc: Exception
+) -> StatementError:
+    """The driver's error as SQLAlchemy raises it; a lost connection is invalidated, as
+    SQLAlchemy does for its own statements, so the pool never lends it again."""
+    lost = conn.dialect.is_disconnect(
+        exc,  # type: ignore[arg-type]
+        conn.connection.dbapi_connection,
+        cursor,
+    )
+    if lost:
+        conn.invalidate(exc)
+    return DBAPIError.instance(
+        sql,
+        params,
+        exc,
+        conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+        connection_invalidated=lost,
+    )
 
 
 #: The value of a named ``bindparam``: the caller gives it.
