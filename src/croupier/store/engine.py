@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -133,9 +135,9 @@ class PostgresDatabase(Database):
             url,
             pool_size=pool_size,
             max_overflow=0,
-            pool_pre_ping=True,
             pool_reset_on_return=None,
         )
+        _ping_when_idle(self.engine.sync_engine)
         self._thread = StoreThread()
 
     async def run(
@@ -243,6 +245,33 @@ class _Writer:
                 done.set_result(result)
             else:
                 done.set_exception(error)
+
+
+#: A pooled PostgreSQL connection idle for longer than this is pinged before it is lent.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before lending it, as ``pool_pre_ping`` would, but only
+    once it has been idle a while: under load every transaction paid a round trip for a
+    connection that had answered a moment before. A server that goes away within the
+    second fails the transaction that meets it, which then surfaces as a driver error,
+    and the connection is dropped from the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _lend(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_S:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool drops this connection and lends (or opens) another.
+            raise DisconnectionError("a pooled connection no longer answers") from exc
 
 
 def _sync_transaction(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:
