@@ -52,6 +52,7 @@ protos: $(VENV)/.dev
 ## bench: throughput and latency against a raw aiohttp client, measured in the same run
 bench: $(VENV)/.dev
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/wallet.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
