@@ -728,6 +728,28 @@ def _progress(
 # -- croupier --------------------------------------------------------------------------------
 
 
+async def wait_healthy(
+    proc: asyncio.subprocess.Process,
+    session: aiohttp.ClientSession,
+    base: str,
+    *,
+    within_s: float,
+) -> None:
+    """Until croupier at ``base`` answers ``GET /health``; fails if it exits or takes longer."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"croupier exited with {proc.returncode} at start")
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(
+                base + "/health", timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"croupier not healthy within {within_s:.0f} s")
+
+
 class Croupier:
     """One ``croupier serve`` subprocess on its own SQLite file, and a client for it."""
 
@@ -789,18 +811,7 @@ class Croupier:
             await b.children.stop(proc, grace_s=20.0)
 
     async def _wait_ready(self, *, within_s: float) -> None:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"croupier exited with {self.proc.returncode} at start")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self.session.get(
-                    self.base + "/health", timeout=aiohttp.ClientTimeout(total=2)
-                ) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"croupier not healthy within {within_s:.0f} s")
+        await wait_healthy(self.proc, self.session, self.base, within_s=within_s)
 
     async def call(self, method: str, path: str, body: Any) -> Any:
         async with self.session.request(

@@ -76,6 +76,7 @@ from delivery import (
     _say,
     _source,
     _tail,
+    wait_healthy,
 )
 from delivery import Options as DeliveryOptions
 
@@ -918,18 +919,7 @@ class Server:
                 await children.stop(proc, grace_s=20.0)
 
     async def _wait_ready(self, *, within_s: float) -> None:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"croupier exited with {self.proc.returncode} at start")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self.session.get(
-                    self.base + "/health", timeout=aiohttp.ClientTimeout(total=2)
-                ) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"croupier not healthy within {within_s:.0f} s")
+        await wait_healthy(self.proc, self.session, self.base, within_s=within_s)
 
     async def call(self, method: str, path: str, body: Any) -> Any:
         headers = {
