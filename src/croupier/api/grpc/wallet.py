@@ -45,7 +45,6 @@ log = structlog.get_logger("croupier.api")
 
 SERVICE = "wallet.v1.Wallet"
 
-Req = TypeVar("Req", bound=Message)
 Res = TypeVar("Res", bound=Message)
 
 _TRACE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -123,15 +122,7 @@ class WalletServicer:
             trace_id=call.trace_id,
             deadline=call.deadline,
         )
-        return pb.AuthorizeBetRes(
-            status=answer.status,
-            hold_id=answer.hold_id or "",
-            balance=_available(answer),
-            held=_held(answer),
-            bet_id=answer.bet_id or "",
-            player_id=answer.player_id,
-            transaction_id=answer.transaction_id or "",
-        )
+        return _reply(pb.AuthorizeBetRes, answer)
 
     async def settle_bet(self, req: pb.SettleReq, call: Call) -> pb.SettleRes:
         answer = await self.wallet.settle(
@@ -153,15 +144,7 @@ class WalletServicer:
             trace_id=call.trace_id,
             deadline=call.deadline,
         )
-        return pb.SettleRes(
-            status=answer.status,
-            balance=_available(answer),
-            hold_id=answer.hold_id or "",
-            held=_held(answer),
-            bet_id=answer.bet_id or "",
-            player_id=answer.player_id,
-            transaction_id=answer.transaction_id or "",
-        )
+        return _reply(pb.SettleRes, answer)
 
     async def cancel_bet(self, req: pb.CancelBetReq, call: Call) -> pb.CancelBetRes:
         answer = await self.wallet.cancel(
@@ -173,15 +156,7 @@ class WalletServicer:
             trace_id=call.trace_id,
             deadline=call.deadline,
         )
-        return pb.CancelBetRes(
-            status=answer.status,
-            hold_id=answer.hold_id or "",
-            balance=_available(answer),
-            held=_held(answer),
-            bet_id=answer.bet_id or "",
-            player_id=answer.player_id,
-            transaction_id=answer.transaction_id or "",
-        )
+        return _reply(pb.CancelBetRes, answer)
 
     async def credit(self, req: pb.CreditReq, call: Call) -> pb.CreditRes:
         answer = await self.wallet.credit(
@@ -197,14 +172,7 @@ class WalletServicer:
             trace_id=call.trace_id,
             deadline=call.deadline,
         )
-        return pb.CreditRes(
-            status=answer.status,
-            credit_id=answer.credit_id or "",
-            balance=_available(answer),
-            held=_held(answer),
-            player_id=answer.player_id,
-            transaction_id=answer.transaction_id or "",
-        )
+        return _reply(pb.CreditRes, answer)
 
     async def adjust(self, req: pb.AdjustReq, call: Call) -> pb.AdjustRes:
         answer = await self.wallet.adjust(
@@ -214,13 +182,7 @@ class WalletServicer:
             trace_id=call.trace_id,
             deadline=call.deadline,
         )
-        return pb.AdjustRes(
-            status=answer.status,
-            balance=_available(answer),
-            held=_held(answer),
-            player_id=answer.player_id,
-            transaction_id=answer.transaction_id or "",
-        )
+        return _reply(pb.AdjustRes, answer)
 
     async def get_balance(self, req: pb.GetBalanceReq, call: Call) -> pb.GetBalanceRes:
         account = await self.wallet.balance(call.principal.tenant_id, req.player_id)
@@ -340,6 +302,23 @@ def _money(minor_units: int, account: PlayerAccount | WalletAnswer) -> pb.Money:
         currency=account.currency,
         amount=format_minor(minor_units, account.exponent),
     )
+
+
+def _reply(message: type[Res], answer: WalletAnswer) -> Res:
+    """A write's answer as ``message``: the fields of the answer that the message has (the
+    answers differ only in which ids they carry). Ids not made are left empty."""
+    fields = message.DESCRIPTOR.fields_by_name
+    values: dict[str, Any] = {
+        "status": answer.status,
+        "player_id": answer.player_id,
+        "balance": _available(answer),
+        "held": _held(answer),
+        "hold_id": answer.hold_id or "",
+        "bet_id": answer.bet_id or "",
+        "credit_id": answer.credit_id or "",
+        "transaction_id": answer.transaction_id or "",
+    }
+    return message(**{name: value for name, value in values.items() if name in fields})
 
 
 def _available(answer: WalletAnswer) -> pb.Money:
