@@ -235,9 +235,6 @@ class SqlEndpointRepo:
             .values(deleted_at=now_ms, updated_at=now_ms, version=t.endpoints.c.version + 1)
         )
 
-    def subscribed(self, tenant_id: str, event_type: str) -> list[Subscriber]:
-        return [s for s, types in self.subscriptions(tenant_id) if event_type in types]
-
     def subscriptions(self, tenant_id: str) -> list[tuple[Subscriber, frozenset[str]]]:
         # Subscriptions are a short JSON list per endpoint; a tenant has few endpoints, so
         # filtering in Python beats a per-backend JSON query. Only the three columns a

@@ -42,19 +42,11 @@ class SqlWalletRepo:
 
     # -- idempotency --------------------------------------------------------------------
 
-    def lock_key(self, tenant_id: str, key: str) -> bool:
-        """Hold the idempotency key until this transaction ends; False if another holds it.
-
-        On PostgreSQL a transaction-scoped advisory lock on a 64-bit digest of the key; on
-        SQLite the one writer already runs transactions one at a time.
-        """
-        if not self._postgres:
-            return True
-        got = _LOCK_KEY.execute(self.conn, lock=_lock_id(tenant_id, key))
-        return bool(got.scalar())
-
     def claim_key(self, tenant_id: str, key: str) -> tuple[bool, IdempotencyRecord | None]:
-        """:meth:`lock_key` and :meth:`record` in one round trip: (locked, first answer).
+        """Hold the idempotency key until this transaction ends, and read its first answer,
+        in one round trip: (locked, first answer). On PostgreSQL the hold is a
+        transaction-scoped advisory lock on a 64-bit digest of the key; on SQLite the one
+        writer already runs transactions one at a time.
 
         The record is read in the same statement as the lock is taken, so a writer that
         committed the key just before the lock may be missed; its record's primary key then
@@ -593,7 +585,6 @@ def _by_key(table: Any) -> Any:
 
 # The hot statements of a money movement, each compiled once per dialect.
 _r = t.idempotency_records
-_LOCK_KEY = Statement(select(func.pg_try_advisory_xact_lock(bindparam("lock"))))
 _CLAIM_KEY = Statement(
     select(
         func.pg_try_advisory_xact_lock(bindparam("lock")).label("locked"),
