@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -12,9 +13,10 @@ import structlog
 from croupier.config import Settings
 from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from croupier.dispatch.transport import SenderPool
-from croupier.domain.clock import Clock, SystemClock
+from croupier.domain.clock import Clock, ScaledClock, SystemClock
 from croupier.domain.retry import RetryPolicy
 from croupier.services.deliveries import DeliveryService
+from croupier.services.endpoint_stats import EndpointStatsService
 from croupier.services.endpoints import EndpointService
 from croupier.services.event_types import EventTypeService
 from croupier.services.publish import PublishService
@@ -29,7 +31,8 @@ from croupier.store.secretbox import load_secret_box
 
 log = structlog.get_logger("croupier")
 
-#: Expired idempotency keys are forgotten this often, this many per transaction.
+#: Expired idempotency keys and old endpoint stats are forgotten this often, this many per
+#: transaction.
 UPKEEP_EVERY_S = 600.0
 UPKEEP_BATCH = 1000
 #: At most this many transactions per round: the rest wait for the next round.
@@ -59,6 +62,7 @@ class Container:
     publish: PublishService
     deliveries: DeliveryService
     wallet: WalletService
+    endpoint_stats: EndpointStatsService
     dispatcher: Dispatcher
     bootstrap: Bootstrap | None = None
     #: Endpoints whose secrets were sealed (again) while starting.
@@ -69,21 +73,23 @@ class Container:
 
     async def start(self) -> None:
         """Start delivering in the background (if the settings say this process should),
-        and forgetting expired idempotency keys."""
+        and forgetting expired idempotency keys and endpoint stats past their retention."""
         if self.settings.dispatcher_enabled and not self._dispatcher_running:
             await self.dispatcher.start()
             self._dispatcher_running = True
         if self._upkeep is None:
-            self._upkeep = asyncio.create_task(self._forget_expired_keys())
+            self._upkeep = asyncio.create_task(self._forget_expired())
 
-    async def _forget_expired_keys(self) -> None:
+    async def _forget_expired(self) -> None:
         while True:
-            try:
-                for _ in range(UPKEEP_ROUNDS):
-                    if await self.wallet.purge_idempotency(limit=UPKEEP_BATCH) < UPKEEP_BATCH:
-                        break
-            except Exception:
-                log.exception("forgetting expired idempotency keys failed; trying again later")
+            await _purge(
+                lambda: self.wallet.purge_idempotency(limit=UPKEEP_BATCH),
+                "forgetting expired idempotency keys",
+            )
+            await _purge(
+                lambda: self.endpoint_stats.purge(limit=UPKEEP_BATCH),
+                "forgetting old endpoint stats",
+            )
             await asyncio.sleep(UPKEEP_EVERY_S)
 
     async def close(self) -> None:
@@ -124,13 +130,17 @@ async def build(
     ``generate_admin_key`` is for ``serve``, which can show the key it makes; a one-shot
     command must not make a key nobody will ever see.
     """
-    clock = clock or SystemClock()
+    clock = clock or (
+        SystemClock() if settings.time_scale == 1 else ScaledClock(settings.time_scale)
+    )
     sqlite = is_sqlite(settings.database_url)
     key = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
     box = load_secret_box(key, settings.database_url, sqlite=sqlite)
     db = open_database(settings.database_url)
     ownership = None
-    queue = SqlDeliveryQueue(db, box=box)
+    queue = SqlDeliveryQueue(
+        db, box=box, auto_disable_after_ms=int(settings.auto_disable_days * 86_400_000)
+    )
     store = SqlStore(db, box=box)
     try:
         if sqlite and own_store:
@@ -158,9 +168,12 @@ async def build(
         claim_batch=settings.claim_batch,
         max_in_flight=settings.max_in_flight,
         endpoint_max_in_flight=settings.endpoint_max_in_flight,
+        max_retries_in_flight=settings.max_retries_in_flight,
+        overload_backlog=settings.overload_backlog,
         lease_ms=int(settings.lease_seconds * 1000),
         idle_poll_s=settings.idle_poll_seconds,
         flush_batch=settings.flush_batch,
+        time_scale=settings.time_scale,
         environment=settings.environment,
         address_policy=settings.address_policy(),
         retry=RetryPolicy(
@@ -200,9 +213,21 @@ async def build(
             idempotency_ttl_ms=settings.idempotency_days * 86_400_000,
             session_ttl_s=settings.session_ttl_seconds,
         ),
+        endpoint_stats=EndpointStatsService(store, clock),
         dispatcher=dispatcher,
         sealed_at_start=sealed,
         _ownership=ownership,
     )
     container.bootstrap = await tenants.bootstrap(settings.admin_key, generate=generate_admin_key)
     return container
+
+
+async def _purge(chunk: Callable[[], Awaitable[int]], what: str) -> None:
+    """Forget a chunk at a time until one comes back short, or the round's limit; a failure
+    (the database away) waits for the next round, and does not keep the other purges back."""
+    try:
+        for _ in range(UPKEEP_ROUNDS):
+            if await chunk() < UPKEEP_BATCH:
+                break
+    except Exception:
+        log.exception(f"{what} failed; trying again later")

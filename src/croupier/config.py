@@ -48,10 +48,28 @@ class Settings(BaseSettings):
 
     # dispatcher
     dispatcher_enabled: bool = True
+    #: Tests and drills only: the store and the dispatcher see time run this many times
+    #: faster than the wall clock (retry schedules, leases' due times, auto-disable).
+    time_scale: float = Field(default=1.0, gt=0, le=100_000)
     claim_batch: int = Field(default=500, ge=1, le=10_000)
     max_in_flight: int = Field(default=512, ge=1, description="concurrent requests, all endpoints")
     endpoint_max_in_flight: int = Field(
         default=16, ge=1, description="concurrent requests to one endpoint"
+    )
+    max_retries_in_flight: int = Field(
+        default=128,
+        ge=1,
+        description="retries of other than money events in flight at once, all endpoints",
+    )
+    overload_backlog: int = Field(
+        default=100_000,
+        ge=1,
+        description="due deliveries beyond which non-core event types pause until half of it",
+    )
+    auto_disable_days: float = Field(
+        default=5.0,
+        gt=0,
+        description="an endpoint failing without a single success this long is disabled",
     )
     lease_seconds: float = Field(default=60.0, gt=0)
     idle_poll_seconds: float = Field(default=1.0, gt=0)

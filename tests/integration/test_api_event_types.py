@@ -13,7 +13,9 @@ import orjson
 import pytest
 
 from croupier.bootstrap import Container
+from croupier.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from croupier.domain.clock import ManualClock
+from croupier.domain.network import AddressPolicy
 from croupier.services.event_types import TYPE_CACHE_MS, EventTypeService
 from tests.integration.conftest import (
     assert_error,
@@ -31,6 +33,8 @@ SHIPPED = [
     "PRIZE_PAYOUT_FAILED",
     "PRIZE_PAYOUT_SUCCEEDED",
     "bet.settled",
+    "delivery.dead",
+    "endpoint.disabled",
     "player.created",
     "player.limit_reached",
     "player.self_excluded",
@@ -56,6 +60,7 @@ DEFAULTS = {
     "player.limit_reached",
     "system.maintenance",
 }
+NON_CORE = {"PLAYER_OPTED_IN", "PLAYER_OPTED_OUT", "system.game_version_updated"}
 SCORE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"score": {"type": "integer", "minimum": 0}, "player": {"type": "string"}},
@@ -76,12 +81,21 @@ async def put_type(
 # -- the shipped catalog ------------------------------------------------------------------
 
 
-async def test_the_catalog_lists_the_23_shipped_types(client: httpx.AsyncClient) -> None:
+async def test_the_catalog_lists_the_25_shipped_types(client: httpx.AsyncClient) -> None:
     page = await get_json(client, "/v1/event-types")
+    assert len(SHIPPED) == 25
     assert sorted(t["name"] for t in page["data"]) == sorted(SHIPPED)
     assert page["next_cursor"] is None
     assert all(t["builtin"] is True for t in page["data"])
     assert {t["name"] for t in page["data"] if t["default_subscription"]} == DEFAULTS
+
+
+async def test_every_shipped_type_shows_whether_it_is_core(client: httpx.AsyncClient) -> None:
+    page = await get_json(client, "/v1/event-types")
+    assert all(isinstance(t["core"], bool) for t in page["data"])
+    assert {t["name"] for t in page["data"] if not t["core"]} == NON_CORE
+    assert (await get_json(client, "/v1/event-types/PLAYER_OPTED_OUT"))["core"] is False
+    assert (await get_json(client, "/v1/event-types/delivery.dead"))["core"] is True
 
 
 async def test_a_shipped_type_is_read_with_its_schema_version_and_examples(
@@ -129,13 +143,36 @@ async def test_put_creates_a_type_listed_next_to_the_shipped_ones(
         "schema_version": "1.2.0",
         "default_subscription": False,
         "builtin": False,
+        "core": True,
         "schema": SCORE_SCHEMA,
         "examples": [],
     }
     assert await get_json(client, "/v1/event-types/loyalty.scored") == created
     listed = (await get_json(client, "/v1/event-types"))["data"]
-    assert len(listed) == 24
+    assert len(listed) == 26
     assert created in listed
+
+
+async def test_a_type_put_with_core_false_is_stored_and_shown_as_not_core(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await put_type(client, "loyalty.scored", SCORE_SCHEMA, core=False)
+    assert created["core"] is False
+    assert (await get_json(client, "/v1/event-types/loyalty.scored"))["core"] is False
+    listed = (await get_json(client, "/v1/event-types"))["data"]
+    assert [t["core"] for t in listed if t["name"] == "loyalty.scored"] == [False]
+
+
+async def test_a_put_again_without_core_makes_the_type_core_again(
+    client: httpx.AsyncClient,
+) -> None:
+    # PUT replaces the whole definition: a field left out takes its default.
+    await put_type(client, "loyalty.scored", SCORE_SCHEMA, core=False)
+    assert (await put_type(client, "loyalty.scored", SCORE_SCHEMA))["core"] is True
+    assert (await get_json(client, "/v1/event-types/loyalty.scored"))["core"] is True
+    replaced = await put_type(client, "loyalty.scored", SCORE_SCHEMA, core=False)
+    assert replaced["core"] is False
+    assert (await get_json(client, "/v1/event-types/loyalty.scored"))["core"] is False
 
 
 async def test_a_put_without_a_version_gets_1_0_0(client: httpx.AsyncClient) -> None:
@@ -169,7 +206,7 @@ async def test_put_again_replaces_the_schema_and_version(client: httpx.AsyncClie
     replaced = await put_type(client, "loyalty.scored", relaxed, schema_version="2.0.0")
     assert replaced["schema"] == relaxed
     assert (await get_json(client, "/v1/event-types/loyalty.scored"))["schema_version"] == "2.0.0"
-    assert len((await get_json(client, "/v1/event-types"))["data"]) == 24
+    assert len((await get_json(client, "/v1/event-types"))["data"]) == 26
 
     r = await client.post("/v1/events", json={"type": "loyalty.scored", "data": {"player": "p"}})
     assert r.status_code == 202, r.text
@@ -217,6 +254,35 @@ async def test_an_endpoint_can_subscribe_to_a_tenant_type_and_receive_it(
     assert envelope["type"] == "loyalty.scored"
     assert envelope["schema_version"] == "1.1.0"
     assert envelope["data"] == {"score": 7, "player": "p1"}
+
+
+async def test_a_tenant_type_marked_not_core_waits_while_the_backlog_is_over_its_threshold(
+    client: httpx.AsyncClient, container: Container, clock: ManualClock, receiver: Receiver
+) -> None:
+    await put_type(client, "loyalty.scored", SCORE_SCHEMA, core=False)
+    await put_type(client, "loyalty.redeemed", SCORE_SCHEMA)
+    await create_endpoint(
+        client, receiver.url(), event_types=["loyalty.scored", "loyalty.redeemed"]
+    )
+    for name, count in [("loyalty.scored", 8), ("loyalty.redeemed", 3)]:
+        for n in range(count):
+            data = {"score": n, "player": "p1"}
+            r = await client.post("/v1/events", json={"type": name, "data": data})
+            assert r.status_code == 202, r.text
+    dispatcher = Dispatcher(
+        container.dispatcher.queue,
+        clock=clock,
+        config=DispatcherConfig(
+            address_policy=AddressPolicy(allow_loopback=True),
+            overload_backlog=5,
+            overload_check_s=0.0,
+        ),
+    )
+    await dispatcher.run_until_idle()
+    # 11 due > 5: the core type goes first; the other is kept, then sent once the core
+    # backlog is down to half the threshold.
+    sent = [orjson.loads(req.body)["type"] for req in receiver.requests]
+    assert sent == ["loyalty.redeemed"] * 3 + ["loyalty.scored"] * 8
 
 
 async def test_concurrent_puts_of_a_new_type_leave_one_definition(
@@ -310,6 +376,29 @@ async def test_a_put_body_is_checked_field_by_field(
 ) -> None:
     r = await client.put("/v1/event-types/loyalty.scored", json=body)
     assert_error(r, 422, "VALIDATION_FAILED", field)
+
+
+@pytest.mark.parametrize("core", ["false", "true", 0, 1, None, [], {}])
+async def test_a_core_that_is_not_a_bool_is_refused_and_nothing_is_stored(
+    client: httpx.AsyncClient, core: Any
+) -> None:
+    r = await client.put(
+        "/v1/event-types/loyalty.scored", json={"schema": {"type": "object"}, "core": core}
+    )
+    assert_error(r, 422, "VALIDATION_FAILED", "core")
+    assert_error(await client.get("/v1/event-types/loyalty.scored"), 404, "NOT_FOUND")
+
+
+async def test_a_shipped_type_stays_read_only_whatever_core_is_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    for name, core in [("PLAYER_OPTED_IN", True), ("round.completed", False)]:
+        before = await get_json(client, f"/v1/event-types/{name}")
+        r = await client.put(
+            f"/v1/event-types/{name}", json={"schema": {"type": "object"}, "core": core}
+        )
+        assert_error(r, 409, "EVENT_TYPE_READ_ONLY")
+        assert await get_json(client, f"/v1/event-types/{name}") == before
 
 
 async def assert_never_a_500(client: httpx.AsyncClient, name: str, schema: dict[str, Any]) -> None:

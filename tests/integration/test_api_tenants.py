@@ -371,7 +371,7 @@ async def test_event_types_of_one_tenant_are_invisible_to_another(
 
     names_b = {t["name"] for t in (await get_json(b.http, "/v1/event-types"))["data"]}
     assert "loyalty.scored" not in names_b
-    assert len(names_b) == 23
+    assert len(names_b) == 25
     assert_error(await b.http.get("/v1/event-types/loyalty.scored"), 404, "NOT_FOUND")
     r = await b.http.post("/v1/events", json={"type": "loyalty.scored", "data": {"score": 1}})
     assert_error(r, 422, "UNKNOWN_EVENT_TYPE", "type")

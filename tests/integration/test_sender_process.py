@@ -342,3 +342,43 @@ async def test_killing_one_sender_of_a_pool_loses_nothing_and_leaves_the_other_a
         assert sum(n - 1 for n in copies.values()) <= 4
     finally:
         await receiver.stop()
+
+
+async def test_an_endpoint_whose_breaker_opens_gets_back_what_the_child_still_held(
+    client: httpx.AsyncClient, with_pool: PoolFactory
+) -> None:
+    receiver = await Receiver.start(lambda _p, _n: Reply(500, delay_s=0.05))
+    try:
+        dispatcher, _ = with_pool(1, idle_poll_s=60.0)
+        r = await client.post(
+            "/v1/endpoints",
+            json={
+                "url": receiver.url(),
+                "event_types": ["PLAYER_OPTED_IN"],
+                "max_in_flight": 4,
+                "breaker": {"consecutive_failures": 2},
+            },
+        )
+        assert r.status_code == 201, r.text
+        endpoint_id = r.json()["id"]
+        for n in range(48):
+            await publish(client, n)
+        await dispatcher.start()
+        await until(lambda: len(receiver.requests) >= 4, within_s=20, what="the first sends")
+
+        async def opened() -> bool:
+            got = (await client.get(f"/v1/endpoints/{endpoint_id}")).json()
+            return bool(got["breaker"]["state"] == "open")
+
+        for _ in range(100):
+            if await opened():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert await opened()
+        # 16 were held for it in the child; those not yet sent came back unsent.
+        assert len(receiver.requests) < 16
+        rows = await deliveries(client)
+        assert sum(row["attempts"] for row in rows) == len(receiver.requests)
+    finally:
+        await receiver.stop()

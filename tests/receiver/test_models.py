@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from croupier.receiver import Event
+from croupier.receiver import models as models_module
 from croupier.receiver.models import (
     MODELS,
+    DeliveryDead,
+    EndpointDisabled,
     EventData,
     PrizePayoutCreated,
     RoundCompleted,
@@ -69,9 +72,22 @@ def assert_matches(model: type[BaseModel], schema: dict[str, Any], defs: dict[st
             assert_matches(nested_model(model, names[prop]), sub, defs)
 
 
+def literal_values(annotation: Any) -> set[Any]:
+    """The values of every ``Literal`` inside an annotation (through Optional, Annotated)."""
+    if get_origin(annotation) is Literal:
+        return set(get_args(annotation))
+    return {value for arg in get_args(annotation) for value in literal_values(arg)}
+
+
 def test_there_is_one_schema_file_per_model() -> None:
-    assert len(SCHEMA_FILES) == 23
+    assert len(SCHEMA_FILES) == 25
     assert {load(path)["name"] for path in SCHEMA_FILES} == set(MODELS)
+
+
+def test_every_model_is_exported_by_name() -> None:
+    for model in MODELS.values():
+        assert model.__name__ in models_module.__all__, model.__name__
+        assert getattr(models_module, model.__name__) is model
 
 
 @pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.stem)
@@ -80,6 +96,21 @@ def test_each_model_has_its_schemas_properties_and_required_fields(path: Path) -
     model = MODELS[document["name"]]
     assert document["name"] == model.EVENT_TYPE
     assert_matches(model, document["schema"], document["schema"].get("$defs", {}))
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.stem)
+def test_each_enumerated_field_accepts_only_values_its_schema_allows(path: Path) -> None:
+    # A subset, not equality: a model may narrow what its schema's conditionals narrow
+    # (each prize payout type fixes its own status).
+    document = load(path)
+    model = MODELS[document["name"]]
+    names = wire_names(model)
+    for prop, sub in document["schema"]["properties"].items():
+        allowed = set(sub.get("enum", [])) | ({sub["const"]} if "const" in sub else set())
+        accepted = literal_values(model.model_fields[names[prop]].annotation)
+        if allowed:
+            assert accepted, (model.__name__, prop)
+        assert accepted <= allowed, (model.__name__, prop)
 
 
 @pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.stem)
@@ -139,6 +170,36 @@ def test_flat_format_events_get_their_event_type_back_for_the_models_that_requir
     payout = typed(event_of("PRIZE_PAYOUT_CREATED", flat), PrizePayoutCreated)
     assert payout.data.event_type == "PRIZE_PAYOUT_CREATED"
     assert str(payout.data.request_id) == example["request_id"]
+
+
+def test_a_dead_delivery_names_the_type_of_the_event_it_carried() -> None:
+    example = load(SCHEMA_DIR / "delivery.dead.json")["examples"][0]
+    dead = typed(event_of("delivery.dead", example), DeliveryDead)
+    assert dead.data.dead_event_type == "round.completed"
+    assert dead.data.attempts == 8
+    assert dead.data.last_status_code == 503
+    assert dead.data.dead_at.year == 2026
+
+
+def test_a_flat_dead_delivery_keeps_the_dead_events_type_beside_its_own() -> None:
+    # The flat format adds event_type = "delivery.dead"; the dead event's type has a field
+    # of its own, so nothing is hidden.
+    example = load(SCHEMA_DIR / "delivery.dead.json")["examples"][0]
+    flat = {**example, "event_type": "delivery.dead"}
+    dead = typed(event_of("delivery.dead", flat), DeliveryDead)
+    assert dead.data.dead_event_type == "round.completed"
+
+
+def test_a_disabled_endpoint_says_why_with_a_known_reason() -> None:
+    example = load(SCHEMA_DIR / "endpoint.disabled.json")["examples"][0]
+    disabled = typed(event_of("endpoint.disabled", example), EndpointDisabled)
+    assert disabled.data.reason == "failing"
+    assert disabled.data.failing_since is not None
+    assert disabled.data.failing_since < disabled.data.disabled_at
+    gone = {**example, "reason": "gone", "failing_since": None}
+    assert typed(event_of("endpoint.disabled", gone), EndpointDisabled).data.failing_since is None
+    with pytest.raises(ValidationError, match="reason"):
+        parse_data(event_of("endpoint.disabled", {**example, "reason": "tired"}))
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,9 @@ class Receiver:
         self._arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        #: Requests being answered now, and the most there ever were at once.
+        self.active = 0
+        self.max_concurrent = 0
 
     @classmethod
     async def start(cls, script: Callable[[str, int], Reply] | None = None) -> Receiver:
@@ -76,6 +79,14 @@ class Receiver:
             await asyncio.wait_for(self._arrived.wait_for(enough), within_s)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.active += 1
+        self.max_concurrent = max(self.max_concurrent, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         n = self._counts.get(request.path, 0)
         self._counts[request.path] = n + 1

@@ -6,12 +6,13 @@ import copy
 import json
 import re
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from croupier.catalog import DEFAULT_SUBSCRIPTIONS, builtin_event_type, builtin_event_types
+from croupier.catalog import DEFAULT_SUBSCRIPTIONS, _load, builtin_event_type, builtin_event_types
 from croupier.domain.events import EventType
 
 PROVIDER_GUIDE_TYPES = (
@@ -40,6 +41,8 @@ PRIZE_CAMPAIGN_TYPES = (
     "PLAYER_OPTED_OUT",
 )
 ARTICLE_TYPES = ("bet.settled", "wallet.credit.ok")
+CROUPIER_TYPES = ("delivery.dead", "endpoint.disabled")
+NON_CORE_TYPES = {"PLAYER_OPTED_IN", "PLAYER_OPTED_OUT", "system.game_version_updated"}
 CATEGORIES = {"game", "financial", "player", "system", "prize", "campaign"}
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 ALL_TYPES = builtin_event_types()
@@ -77,15 +80,24 @@ def _example(name: str, **match: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ names and defaults
 
 
-def test_the_catalog_ships_twenty_three_types_from_the_three_sources() -> None:
+def test_the_catalog_ships_the_23_source_types_and_croupiers_own_2_and_nothing_else() -> None:
     names = {t.name for t in ALL_TYPES}
-    assert len(ALL_TYPES) == 23
-    assert names == {*PROVIDER_GUIDE_TYPES, *PRIZE_CAMPAIGN_TYPES, *ARTICLE_TYPES}
+    assert len(ALL_TYPES) == 25
+    assert names == {*PROVIDER_GUIDE_TYPES, *PRIZE_CAMPAIGN_TYPES, *ARTICLE_TYPES, *CROUPIER_TYPES}
 
 
-def test_every_type_of_the_provider_guide_is_present_by_name() -> None:
-    for name in PROVIDER_GUIDE_TYPES:
+def test_every_type_of_the_three_sources_is_present_by_name() -> None:
+    sources = (*PROVIDER_GUIDE_TYPES, *PRIZE_CAMPAIGN_TYPES, *ARTICLE_TYPES)
+    assert len(sources) == 23
+    for name in sources:
         assert builtin_event_type(name) is not None, name
+
+
+def test_croupiers_own_types_are_opt_in_system_types() -> None:
+    for name in CROUPIER_TYPES:
+        event_type = _type(name)
+        assert event_type.category == "system", name
+        assert event_type.default_subscription is False, name
 
 
 def test_the_types_come_sorted_by_name_and_marked_builtin() -> None:
@@ -120,12 +132,43 @@ def test_the_other_eleven_provider_guide_types_are_opt_in() -> None:
     assert len(opt_in) == 11
 
 
+# ------------------------------------------------------------------ core and non-core
+
+
+def test_exactly_the_campaign_opt_ins_and_game_version_updates_are_not_core() -> None:
+    assert {t.name for t in ALL_TYPES if not t.core} == NON_CORE_TYPES
+
+
+def test_every_other_type_is_core_money_and_croupiers_own_included() -> None:
+    core = {t.name for t in ALL_TYPES if t.core}
+    assert len(core) == 22
+    assert core == {t.name for t in ALL_TYPES} - NON_CORE_TYPES
+    assert {*CROUPIER_TYPES, "wallet.credit.ok", "round.completed"} <= core
+
+
+@pytest.mark.parametrize("core", ["false", 0, None, []])
+def test_a_catalog_file_whose_core_is_not_a_bool_is_refused(tmp_path: Path, core: Any) -> None:
+    # "false" as text would read as true: refusing it beats pausing the wrong types.
+    body = {**_raw_files()["PLAYER_OPTED_IN.json"], "core": core}
+    entry = tmp_path / "PLAYER_OPTED_IN.json"
+    entry.write_text(json.dumps(body), encoding="utf-8")
+    with pytest.raises(ValueError, match="'core' must be a bool"):
+        _load(entry)
+
+
+def test_a_catalog_file_without_core_loads_as_core(tmp_path: Path) -> None:
+    body = {k: v for k, v in _raw_files()["PLAYER_OPTED_IN.json"].items() if k != "core"}
+    entry = tmp_path / "PLAYER_OPTED_IN.json"
+    entry.write_text(json.dumps(body), encoding="utf-8")
+    assert _load(entry).core is True
+
+
 # ------------------------------------------------------------------ files and metadata
 
 
 def test_every_file_is_named_after_the_type_it_declares() -> None:
     raw = _raw_files()
-    assert len(raw) == 23
+    assert len(raw) == 25
     for file_name, body in raw.items():
         assert body["name"] + ".json" == file_name
 
@@ -141,7 +184,7 @@ def test_every_file_has_exactly_the_documented_keys() -> None:
         "examples",
     }
     for file_name, body in _raw_files().items():
-        assert set(body) == keys, file_name
+        assert set(body) - {"core"} == keys, file_name
 
 
 @pytest.mark.parametrize("event_type", ALL_TYPES, ids=lambda t: t.name)

@@ -1,8 +1,8 @@
 """The event types croupier ships, each with a JSON Schema for its ``data``.
 
-One JSON file per type lives in ``schemas/``, named after the type. The 23 types come from
-three sources, and their names and payload fields are kept exactly as those sources define
-them, so receivers already written against them keep working:
+One JSON file per type lives in ``schemas/``, named after the type. 23 of the 25 types come
+from three sources, and their names and payload fields are kept exactly as those sources
+define them, so receivers already written against them keep working:
 
 * the provider guide: 16 game, financial, player and system types in camelCase
   (``round.completed`` ... ``system.game_version_updated``), 5 of them subscribed by
@@ -12,6 +12,10 @@ them, so receivers already written against them keep working:
   payloads whose fields depend on the prize type;
 * the integration-patterns article: ``bet.settled`` and ``wallet.credit.ok``, with money as
   ``{"minor_units": int, "currency": str}``.
+
+Two more are croupier's own: ``delivery.dead`` and ``endpoint.disabled``, published to a
+tenant's own endpoints when a delivery runs out of retries or an endpoint is disabled.
+A type with ``"core": false`` is paused while the delivery backlog is over its threshold.
 
 Tenants add their own types next to these through the API; this module only knows the
 shipped ones.
@@ -84,6 +88,7 @@ def _load(entry: Traversable) -> EventType:
         category=_field(raw, "category", str, where),
         default_subscription=_field(raw, "default_subscription", bool, where),
         builtin=True,
+        core=_field(raw, "core", bool, where) if "core" in raw else True,
         examples=tuple(examples),
     )
 

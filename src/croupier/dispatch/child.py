@@ -62,6 +62,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from croupier.dispatch.sender import HttpSender
     from croupier.dispatch.wire import (
         FINISH,
+        RECALL,
         FrameProtocol,
         endpoint_from_wire,
         jobs_from_wire,
@@ -95,6 +96,9 @@ async def _serve(args: argparse.Namespace) -> int:
     def on_message(message: Any) -> None:
         if message == FINISH:
             courier.finish()
+            return
+        if message[0] == RECALL:
+            courier.recall(message[1])
             return
         endpoints, jobs = message
         courier.learn(endpoint_from_wire(e) for e in endpoints)

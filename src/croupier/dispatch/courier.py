@@ -62,6 +62,8 @@ class EndpointSpec(NamedTuple):
     format: str = "envelope"
     #: When ``secrets[1:]`` (the secret before a rotation) stop signing; None: they never do.
     previous_until_ms: int | None = None
+    #: Concurrent requests at most; None: the courier's ``endpoint_max_in_flight``.
+    max_in_flight: int | None = None
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointSpec:
@@ -77,6 +79,7 @@ class EndpointSpec(NamedTuple):
             endpoint.header_prefix,
             endpoint.format,
             endpoint.previous_secret_until_ms if previous is not None else None,
+            endpoint.max_in_flight,
         )
 
 
@@ -182,6 +185,20 @@ class Courier:
         for seq in queued:
             self._report(Report(seq, None, {}))
 
+    def recall(self, endpoint_ids: Iterable[str]) -> None:
+        """Send no more of these endpoints' jobs (their breaker opened, or they were
+        disabled): the queued ones are reported unsent at once; those in flight finish."""
+        for endpoint_id in endpoint_ids:
+            queue = self._queues.get(endpoint_id)
+            self._waiting.pop(endpoint_id, None)
+            if not queue:
+                continue
+            seqs = [job.seq for job, _, _ in queue]
+            # Workers hold the queue itself: empty it, not just the map.
+            queue.clear()
+            for seq in seqs:
+                self._report(Report(seq, None, {}))
+
     async def cancel(self) -> None:
         """Cut off every job still running or queued (they are not reported) and hand back
         the reports that are ready, at once: nothing is reported after this returns."""
@@ -199,7 +216,10 @@ class Courier:
         queue = self._queues.get(endpoint_id)
         if not queue:
             return
+        spec = self._endpoints[endpoint_id][0] if endpoint_id in self._endpoints else None
         cap = self._config.endpoint_max_in_flight
+        if spec is not None and spec.max_in_flight is not None:
+            cap = spec.max_in_flight
         while len(queue) > self._workers[endpoint_id] and self._workers[endpoint_id] < cap:
             if self._busy >= self._config.max_in_flight:
                 self._waiting[endpoint_id] = None

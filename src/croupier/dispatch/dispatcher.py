@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from croupier.dispatch.transport import Assignment, LocalTransport, Transport
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Attempt, decide
 from croupier.domain.endpoints import Endpoint
+from croupier.domain.events import is_money
 from croupier.domain.ids import new_id
 from croupier.domain.network import AddressPolicy
 from croupier.domain.retry import RetryPolicy
@@ -50,6 +52,17 @@ class DispatcherConfig:
     lease_ms: int = 60_000
     idle_poll_s: float = 1.0
     flush_batch: int = 1000
+    #: Retries of other than money events held at once, across all endpoints: a mass
+    #: outage cannot take the slots that first attempts need.
+    max_retries_in_flight: int = 128
+    #: Due deliveries beyond which non-core event types are paused (kept, not sent) until
+    #: the backlog is down to half of it.
+    overload_backlog: int = 100_000
+    #: How often (s, real time) the due backlog is counted.
+    overload_check_s: float = 1.0
+    #: How much faster than the wall clock the dispatcher's clock runs (tests and drills):
+    #: leases are in clock time, so the heartbeat that renews them beats that much faster.
+    time_scale: float = 1.0
     environment: str = "production"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
@@ -66,6 +79,12 @@ class DispatcherConfig:
     def endpoint_held_limit(self) -> int:
         return HELD_PER_SLOT * self.endpoint_max_in_flight
 
+    def held_limit_of(self, endpoint: Endpoint | None) -> int:
+        """Deliveries held at once for ``endpoint`` (its own concurrency, or the default)."""
+        if endpoint is None or endpoint.max_in_flight is None:
+            return self.endpoint_held_limit
+        return HELD_PER_SLOT * endpoint.max_in_flight
+
     @property
     def courier(self) -> CourierConfig:
         """What the courier that sends for this dispatcher must know."""
@@ -81,6 +100,7 @@ class _ClaimPlan(NamedTuple):
     limit: int
     rooms: dict[str, int]
     default_room: int
+    retry_room: int
 
 
 class Dispatcher:
@@ -134,6 +154,12 @@ class Dispatcher:
         #: Held while a claim is planned, run and taken: one at a time, so that two claims
         #: never both count the same room.
         self._claim_lock = asyncio.Lock()
+        #: Held retries of other than money events (see ``max_retries_in_flight``).
+        self._held_retries = 0
+        #: Overload: non-core types are paused.
+        self.overloaded = False
+        self._backlog_checked_at = -math.inf
+        self._wake_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,6 +219,9 @@ class Dispatcher:
         finally:
             self._held.clear()
             self._endpoint_held.clear()
+            self._held_retries = 0
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
 
     def notify(self) -> None:
         """Something may be due now (a publish, a retry, a replay): claim without waiting."""
@@ -237,6 +266,7 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.idle_poll_s)
 
     async def _claim_once(self) -> int:
+        await self._check_backlog()
         async with self._claim_lock:
             plan = self._plan_claim(Counter())
             if plan is None:
@@ -248,24 +278,72 @@ class Dispatcher:
                 lease_ms=self.config.lease_ms,
                 rooms=plan.rooms,
                 default_room=plan.default_room,
+                retry_room=plan.retry_room,
+                paused=self.overloaded,
+                default_max_in_flight=self.config.endpoint_max_in_flight,
             )
             return await self._take(claimed, plan)
 
-    def _plan_claim(self, freed: Counter[str]) -> _ClaimPlan | None:
+    def _plan_claim(self, freed: Counter[str], freed_retries: int = 0) -> _ClaimPlan | None:
         """How much a claim may take now, once the deliveries counted in ``freed`` (per
         endpoint) are no longer held; None when there is no room or the dispatcher stops."""
         room = self.config.held_limit - (len(self._held) - freed.total())
         if room <= 0 or self._stopping:
             return None
         cap = self.config.endpoint_held_limit
-        rooms = {ep: cap - (n - freed[ep]) for ep, n in self._endpoint_held.items()}
-        return _ClaimPlan(min(self.config.claim_batch, room), rooms, cap)
+        rooms = {
+            ep: self.config.held_limit_of(self._endpoints.get(ep)) - (n - freed[ep])
+            for ep, n in self._endpoint_held.items()
+        }
+        # Endpoints with their own concurrency, not holding anything yet.
+        for ep, endpoint in self._endpoints.items():
+            if ep not in rooms and endpoint.max_in_flight is not None:
+                rooms[ep] = self.config.held_limit_of(endpoint)
+        retry_room = self.config.max_retries_in_flight - (self._held_retries - freed_retries)
+        return _ClaimPlan(min(self.config.claim_batch, room), rooms, cap, max(0, retry_room))
+
+    async def _check_backlog(self) -> None:
+        """Count the due backlog now and then: over the threshold, non-core event types
+        pause until it is down to half of it. Publishing goes on; nothing is lost."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._backlog_checked_at < self.config.overload_check_s:
+            return
+        self._backlog_checked_at = loop.time()
+        threshold = self.config.overload_backlog
+        try:
+            # While paused, only the work that goes on counts: the paused types would
+            # otherwise keep the backlog up for ever.
+            due = await self.queue.due_backlog(
+                self.clock.now_ms(), at_most=threshold + 1, core_only=self.overloaded
+            )
+        except Exception:
+            log.exception("counting the due backlog failed")
+            return
+        if not self.overloaded and due > threshold:
+            self.overloaded = True
+            log.warning("overload: non-core event types paused", due_backlog=due)
+        elif self.overloaded and due <= threshold // 2:
+            self.overloaded = False
+            log.info("overload over: non-core event types resume", due_backlog=due)
+
+    def _wake_at(self, at_ms: int | None) -> None:
+        """Claim again at ``at_ms`` (clock time), when an endpoint held back by its rate
+        limit or breaker can take more."""
+        if at_ms is None or self._stopping:
+            return
+        delay_s = max(0.0, (at_ms - self.clock.now_ms()) / 1000 / self.config.time_scale)
+        if delay_s >= self.config.idle_poll_s:
+            return  # the idle poll comes first
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+        self._wake_timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
 
     async def _take(self, claimed: ClaimBatch, plan: _ClaimPlan) -> int:
         """Hold what a claim leased and hand it to the transport."""
         rooms, cap = plan.rooms, plan.default_room
         # A full batch means more may be due right now: claim again as soon as there is room.
         self._backlog = claimed.more
+        self._wake_at(claimed.wake_at_ms)
         claims = claimed.claims
         if claims:
             await self._refresh_endpoints(claims)
@@ -277,6 +355,8 @@ class Dispatcher:
                 continue
             self._held[claim.seq] = claim
             self._endpoint_held[claim.endpoint_id] += 1
+            if _is_retry(claim):
+                self._held_retries += 1
             endpoint = self._endpoints.get(claim.endpoint_id)
             if endpoint is None:
                 # Deleted between the claim and the look-up: hand it back like a failed send.
@@ -399,7 +479,7 @@ class Dispatcher:
                 and not self._claim_lock.locked()
                 and self._wants_claim(batch, freed)
             ):
-                plan = self._plan_claim(freed)
+                plan = self._plan_claim(freed, sum(_is_retry(o.claim) for o in batch))
             if plan is not None:
                 async with self._claim_lock:
                     claimed = await self.queue.record_and_claim(
@@ -410,17 +490,22 @@ class Dispatcher:
                         lease_ms=self.config.lease_ms,
                         rooms=plan.rooms,
                         default_room=plan.default_room,
+                        retry_room=plan.retry_room,
+                        paused=self.overloaded,
+                        default_max_in_flight=self.config.endpoint_max_in_flight,
                     )
                     del self._outcomes[: len(batch)]
                     for outcome in batch:
                         self._unhold(outcome.claim.seq)
+                    self._stop_sending(claimed.stopped)
                     await self._take(claimed, plan)
                 if self._backlog:
                     self._wake.set()
                 continue
             if batch:
-                await self.queue.record(self.owner, batch, self.clock.now_ms())
+                stopped = await self.queue.record(self.owner, batch, self.clock.now_ms())
                 del self._outcomes[: len(batch)]
+                self._stop_sending(stopped)
             if orphans:
                 await self.queue.release(self.owner, orphans)
                 del self._orphans[: len(orphans)]
@@ -428,6 +513,13 @@ class Dispatcher:
                 self._unhold(seq)
             if orphans or self._wants_claim(batch, Counter()):
                 self._wake.set()
+
+    def _stop_sending(self, endpoint_ids: frozenset[str]) -> None:
+        """Endpoints whose breaker just opened, or that were just disabled: what is held
+        for them and not yet being sent goes back unsent, to wait without spending an
+        attempt (the claims leave them out from now on)."""
+        if endpoint_ids:
+            self.transport.recall(endpoint_ids)
 
     def _wants_claim(self, batch: Sequence[Outcome], freed: Counter[str]) -> bool:
         """Whether to claim again as soon as ``batch`` is recorded (its deliveries counted
@@ -448,12 +540,14 @@ class Dispatcher:
     def _unhold(self, seq: int) -> None:
         claim = self._held.pop(seq, None)
         if claim is not None:
+            if _is_retry(claim):
+                self._held_retries -= 1
             self._endpoint_held[claim.endpoint_id] -= 1
             if self._endpoint_held[claim.endpoint_id] <= 0:
                 del self._endpoint_held[claim.endpoint_id]
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.config.lease_ms / 3000
+        interval = self.config.lease_ms / 3000 / self.config.time_scale
         while True:
             await asyncio.sleep(interval)
             if not self._held:
@@ -464,3 +558,8 @@ class Dispatcher:
                 )
             except Exception:
                 log.exception("renewing leases failed; retrying at the next beat")
+
+
+def _is_retry(claim: Claim) -> bool:
+    """A retry that counts against ``max_retries_in_flight``: money events never do."""
+    return claim.attempts > claim.cycle_start and not is_money(claim.event.type)

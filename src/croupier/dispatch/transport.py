@@ -15,7 +15,7 @@ import functools
 import socket
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -24,6 +24,7 @@ from croupier.dispatch.courier import Courier, CourierConfig, EndpointSpec, Job,
 from croupier.dispatch.sender import HttpSender
 from croupier.dispatch.wire import (
     FINISH,
+    RECALL,
     FrameProtocol,
     JobsMessage,
     WireEndpoint,
@@ -66,6 +67,11 @@ class Transport(Protocol):
     def finish(self) -> None:
         """Start no more sends: what is not yet being sent is reported unsent; what is
         finishes and is reported as usual. For a graceful stop, before ``close``."""
+        ...
+
+    def recall(self, endpoint_ids: Collection[str]) -> None:
+        """Send no more of these endpoints' jobs: those not yet being sent are reported
+        unsent; those being sent finish and are reported as usual."""
         ...
 
     async def close(self) -> None:
@@ -127,6 +133,10 @@ class LocalTransport:
     def finish(self) -> None:
         if self._courier is not None:
             self._courier.finish()
+
+    def recall(self, endpoint_ids: Collection[str]) -> None:
+        if self._courier is not None:
+            self._courier.recall(endpoint_ids)
 
     async def close(self) -> None:
         courier, self._courier = self._courier, None
@@ -203,6 +213,15 @@ class ProcessTransport:
             self._on_reports([Report(claim.seq, None, {}) for claim, _ in waiting])
         if self._child is not None:
             self._child.protocol.send(FINISH)
+
+    def recall(self, endpoint_ids: Collection[str]) -> None:
+        recalled = [a for a in self._waiting if a[1].id in endpoint_ids]
+        if recalled:
+            self._waiting = [a for a in self._waiting if a[1].id not in endpoint_ids]
+            if self._on_reports is not None:
+                self._on_reports([Report(claim.seq, None, {}) for claim, _ in recalled])
+        if self._child is not None:
+            self._child.protocol.send((RECALL, sorted(endpoint_ids)))
 
     async def close(self) -> None:
         self._closing = True
@@ -401,6 +420,10 @@ class SenderPool:
     def finish(self) -> None:
         for part in self._parts:
             part.finish()
+
+    def recall(self, endpoint_ids: Collection[str]) -> None:
+        for part in self._parts:
+            part.recall(endpoint_ids)
 
     async def close(self) -> None:
         await asyncio.gather(*(part.close() for part in self._parts))

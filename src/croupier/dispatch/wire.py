@@ -32,7 +32,9 @@ _LENGTH = struct.Struct(">I")
 #: A frame larger than this is taken for corruption: a batch of jobs stays far below it.
 MAX_FRAME_BYTES = 1 << 30
 
-WireEndpoint = tuple[str, int, str, dict[str, str], int, str, tuple[str, ...], str, str, int | None]
+WireEndpoint = tuple[
+    str, int, str, dict[str, str], int, str, tuple[str, ...], str, str, int | None, int | None
+]
 WireEvent = tuple[str, str, str, str, bytes, int, int, str | None, str | None]
 WireJob = tuple[int, str, int, str, int, WireEvent]
 #: ``(seq,)`` for a job that was never sent, else the attempt's fields and request headers.
@@ -43,6 +45,9 @@ WireReport = (
 JobsMessage = tuple[list[WireEndpoint], list[WireJob]]
 #: Parent to child: report every job not yet started as unsent, and start no more.
 FINISH = "finish"
+#: Parent to child, ``(RECALL, [endpoint ids])``: report these endpoints' jobs not yet
+#: started as unsent, and start no more of them.
+RECALL = "recall"
 
 
 class FrameError(ValueError):
@@ -154,6 +159,7 @@ def endpoint_to_wire(spec: EndpointSpec) -> WireEndpoint:
         spec.header_prefix,
         spec.format,
         spec.previous_until_ms,
+        spec.max_in_flight,
     )
 
 

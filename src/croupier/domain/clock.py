@@ -30,3 +30,22 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self._now += int(seconds * 1000)
+
+
+class ScaledClock:
+    """The real clock running ``scale`` times faster from the moment it is made.
+
+    For tests and drills only (``CROUPIER_TIME_SCALE``): at a scale of 100 a retry due in
+    30 s comes due after 0.3 s, while the network, timeouts included, keeps real time.
+    """
+
+    def __init__(self, scale: float, *, start_ms: int | None = None) -> None:
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        self.scale = scale
+        self._origin_ms = SystemClock().now_ms() if start_ms is None else start_ms
+        self._origin_ns = time.monotonic_ns()
+
+    def now_ms(self) -> int:
+        elapsed_ns = time.monotonic_ns() - self._origin_ns
+        return self._origin_ms + int(elapsed_ns * self.scale) // 1_000_000

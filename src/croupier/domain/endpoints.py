@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from croupier.domain.errors import InvalidUrl, ValidationFailed
+from croupier.domain.health import CLOSED, DEFAULT_BREAKER, Breaker, BreakerSettings
 from croupier.domain.retry import DEFAULT_SCHEDULE
 
 DEFAULT_TIMEOUT_MS = 10_000
@@ -15,6 +16,7 @@ MAX_TIMEOUT_MS = 60_000
 MIN_TIMEOUT_MS = 100
 MAX_URL_LENGTH = 2048
 MAX_HEADERS = 20
+MAX_ENDPOINT_IN_FLIGHT = 1024
 
 #: Headers croupier sets itself; an endpoint may not override them.
 RESERVED_HEADERS = frozenset(
@@ -62,6 +64,16 @@ class Endpoint:
     created_at_ms: int = 0
     updated_at_ms: int = 0
     version: int = 1
+    #: Deliveries per second at most (a token bucket); None: no limit.
+    rate_limit_per_s: float | None = None
+    #: Concurrent requests at most; None: the worker's ``endpoint_max_in_flight``.
+    max_in_flight: int | None = None
+    breaker_settings: BreakerSettings = DEFAULT_BREAKER
+    #: Health, kept by the workers: the breaker, and since when every attempt has failed.
+    breaker: Breaker = CLOSED
+    failing_since_ms: int | None = None
+    last_success_at_ms: int | None = None
+    disabled_at_ms: int | None = None
 
     def signing_secrets(self, now_ms: int) -> tuple[str, ...]:
         """The secrets a delivery made at ``now_ms`` is signed with, newest first."""
@@ -130,3 +142,14 @@ def validate_timeout(timeout_ms: int) -> int:
             f"timeout_ms must be in {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS}", field="timeout_ms"
         )
     return timeout_ms
+
+
+def validate_max_in_flight(max_in_flight: int | None) -> int | None:
+    if max_in_flight is None:
+        return None
+    if isinstance(max_in_flight, bool) or not 1 <= max_in_flight <= MAX_ENDPOINT_IN_FLIGHT:
+        raise ValidationFailed(
+            f"max_in_flight must be in 1..{MAX_ENDPOINT_IN_FLIGHT}, or null for the default",
+            field="max_in_flight",
+        )
+    return max_in_flight

@@ -22,7 +22,20 @@ class EventType:
     category: str = "custom"
     default_subscription: bool = False
     builtin: bool = False
+    #: Non-core types are paused (kept, not sent) while the delivery backlog is too long.
+    core: bool = True
     examples: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+
+
+#: croupier's own events: they tell a tenant, on its own endpoints, what happened to its
+#: deliveries and endpoints.
+DELIVERY_DEAD = "delivery.dead"
+ENDPOINT_DISABLED = "endpoint.disabled"
+
+
+def is_money(event_type: str) -> bool:
+    """Money events go before retries of others, and never wait behind a retry cap."""
+    return event_type.startswith("wallet.")
 
 
 @dataclass(frozen=True)

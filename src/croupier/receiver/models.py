@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,6 +31,8 @@ from croupier.receiver.event import Event
 __all__ = [
     "MODELS",
     "BetSettled",
+    "DeliveryDead",
+    "EndpointDisabled",
     "EventData",
     "Money",
     "PlayerCreated",
@@ -205,6 +207,42 @@ class WalletCreditOk(EventData):
 
     player_id: NonEmptyStr
     amount: Money
+
+
+# croupier's own types (snake_case on the wire) --------------------------------------------
+
+
+class DeliveryDead(EventData):
+    """``delivery.dead``: a delivery ran out of retries and went to the dead letter queue."""
+
+    EVENT_TYPE: ClassVar[str] = "delivery.dead"
+
+    delivery_id: NonEmptyStr
+    event_id: NonEmptyStr
+    #: The type of the event the dead delivery carried (``event_type`` would clash with the
+    #: flat data format's own field).
+    dead_event_type: NonEmptyStr
+    endpoint_id: NonEmptyStr
+    endpoint_url: str | None = None
+    attempts: Annotated[int, Field(ge=1)]
+    #: ``None`` when the last attempt got no HTTP answer (a timeout, a refused connection).
+    last_status_code: int | None = None
+    last_error: str | None = None
+    dead_at: datetime
+
+
+class EndpointDisabled(EventData):
+    """``endpoint.disabled``: croupier disabled an endpoint (it answered 410, or failed
+    without a single success for the configured days)."""
+
+    EVENT_TYPE: ClassVar[str] = "endpoint.disabled"
+
+    endpoint_id: NonEmptyStr
+    endpoint_url: str | None = None
+    reason: Literal["gone", "failing"]
+    message: str
+    failing_since: datetime | None = None
+    disabled_at: datetime
 
 
 # Player types (camelCase on the wire) ------------------------------------------------------
@@ -468,6 +506,8 @@ MODELS: dict[str, type[EventData]] = {
         PrizePayoutFailed,
         PrizePayoutSucceeded,
         BetSettled,
+        DeliveryDead,
+        EndpointDisabled,
         PlayerCreated,
         PlayerLimitReached,
         PlayerSelfExcluded,
@@ -530,8 +570,15 @@ def typed(event: Event, model: type[D]) -> TypedEvent[D]:
 
 
 def _model_input(event: Event, model: type[EventData]) -> dict[str, Any]:
-    # The flat data format moves event_type out of data; types whose schema requires it
-    # get it back from the event's type.
-    if "event_type" in model.model_fields and "event_type" not in event.data:
+    # The flat data format moves event_type out of data; types whose schema requires it to
+    # be their own name get it back from the event's type. A field of that name meaning
+    # something else (delivery.dead's: the dead event's type) is not refilled, since the
+    # type's name would be a wrong value, not a missing one.
+    field = model.model_fields.get("event_type")
+    if (
+        field is not None
+        and get_args(field.annotation) == (model.EVENT_TYPE,)
+        and "event_type" not in event.data
+    ):
         return {**event.data, "event_type": event.type}
     return event.data

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Attempt, Delivery, DeliveryStatus
+from croupier.domain.endpoints import Endpoint
 from croupier.domain.errors import (
     Conflict,
     DeliveryInFlight,
@@ -154,3 +155,51 @@ class DeliveryService:
             if progress is not None:
                 progress(done, max(total, done))
         return done
+
+    async def replay_missed(self, tenant_id: str, before: Endpoint) -> int:
+        """Send an endpoint that is enabled again what it missed, as it was before
+        (``before``): its deliveries that died since it began to fail, and a delivery of
+        each event of its types published while it was disabled. Returns how many."""
+        died_since = before.failing_since_ms or before.disabled_at_ms
+        done = 0
+        if died_since is not None:
+            done += await self._chunks(
+                lambda after, now, uow: uow.deliveries.revive_dead(
+                    tenant_id,
+                    before.id,
+                    died_since_ms=died_since,
+                    now_ms=now,
+                    after_seq=after,
+                    limit=REPLAY_CHUNK,
+                )
+            )
+        if before.disabled_at_ms is not None:
+            done += await self._chunks(
+                lambda after, now, uow: uow.deliveries.backfill(
+                    tenant_id,
+                    before.id,
+                    before.event_types,
+                    ordered=before.ordered,
+                    since_ms=before.disabled_at_ms or 0,
+                    now_ms=now,
+                    after_seq=after,
+                    limit=REPLAY_CHUNK,
+                )
+            )
+        return done
+
+    async def _chunks(
+        self, chunk: Callable[[int | None, int, UnitOfWork], tuple[int, int | None]]
+    ) -> int:
+        """Run ``chunk`` (after, now, uow) -> (count, last) until it has no more, one
+        transaction each."""
+        done, after = 0, None
+        while True:
+            count, after = await self.store.run(
+                functools.partial(chunk, after, self.clock.now_ms())
+            )
+            done += count
+            if count:
+                self.on_due()
+            if after is None:
+                return done

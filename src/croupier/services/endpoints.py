@@ -16,10 +16,12 @@ from croupier.domain.endpoints import (
     Endpoint,
     validate_format,
     validate_headers,
+    validate_max_in_flight,
     validate_timeout,
     validate_url,
 )
 from croupier.domain.errors import InvalidUrl, NotFound, ValidationFailed
+from croupier.domain.health import CLOSED, BreakerSettings, validate_rate
 from croupier.domain.ids import new_id
 from croupier.domain.network import AddressPolicy, RefusedAddress, UnresolvableHost, check_host
 from croupier.domain.retry import DEFAULT_SCHEDULE, validate_schedule
@@ -57,6 +59,9 @@ class EndpointSpec:
     dialect: str = "standard"
     header_prefix: str = DEFAULT_HEADER_PREFIX
     format: str = "envelope"
+    rate_limit_per_s: float | None = None
+    max_in_flight: int | None = None
+    breaker: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,13 @@ MUTABLE_FIELDS = frozenset(
         "dialect",
         "header_prefix",
         "format",
+        "rate_limit_per_s",
+        "max_in_flight",
+        "breaker",
     }
 )
+#: Fields PATCH may set to null, which means "back to the default".
+NULLABLE_FIELDS = frozenset({"event_types", "rate_limit_per_s", "max_in_flight", "breaker"})
 
 
 class EndpointService:
@@ -135,6 +145,10 @@ class EndpointService:
             dialect=dialect,
             header_prefix=header_prefix,
             format=validate_format(spec.format),
+            rate_limit_per_s=validate_rate(spec.rate_limit_per_s),
+            max_in_flight=validate_max_in_flight(spec.max_in_flight),
+            breaker_settings=BreakerSettings.from_json(spec.breaker),
+            disabled_at_ms=now if spec.disabled else None,
             created_at_ms=now,
             updated_at_ms=now,
         )
@@ -168,7 +182,7 @@ class EndpointService:
             raise ValidationFailed(f"cannot change {sorted(unknown)}", field=sorted(unknown)[0])
         fields: dict[str, Any] = {}
         for name, value in changes.items():
-            if value is None and name not in ("event_types",):
+            if value is None and name not in NULLABLE_FIELDS:
                 raise ValidationFailed(f"{name} cannot be null", field=name)
             fields[name] = value
         if "url" in fields:
@@ -187,9 +201,15 @@ class EndpointService:
             fields["description"] = _description(fields["description"])
         if "dialect" in fields:
             fields["dialect"] = _dialect(fields["dialect"])
+        if "rate_limit_per_s" in fields:
+            fields["rate_limit_per_s"] = validate_rate(fields["rate_limit_per_s"])
+        if "max_in_flight" in fields:
+            fields["max_in_flight"] = validate_max_in_flight(fields["max_in_flight"])
+        if "breaker" in fields:
+            fields["breaker_settings"] = BreakerSettings.from_json(fields.pop("breaker"))
+        now = self.clock.now_ms()
         if "disabled" in fields:
             fields["disabled_reason"] = "disabled by request" if fields["disabled"] else None
-        now = self.clock.now_ms()
 
         def work(uow: UnitOfWork) -> Endpoint:
             current = uow.endpoints.get(tenant_id, endpoint_id)
@@ -211,6 +231,12 @@ class EndpointService:
                 changed["headers"] = _headers(
                     changed.get("headers", current.headers), dialect, prefix
                 )
+            if "disabled" in changed and changed["disabled"] != current.disabled:
+                changed["disabled_at_ms"] = now if changed["disabled"] else None
+                if not changed["disabled"]:
+                    # Enabled again: a clean slate, or the next failure would disable it.
+                    uow.endpoints.reset_health(tenant_id, endpoint_id)
+                    changed |= {"breaker": CLOSED, "failing_since_ms": None}
             updated = dataclasses.replace(
                 current, **changed, updated_at_ms=now, version=current.version + 1
             )

@@ -66,8 +66,10 @@ class EventTypeService:
         schema: dict[str, Any],
         schema_version: str,
         description: str,
+        core: bool = True,
     ) -> EventType:
-        """Create or replace one of the tenant's own types."""
+        """Create or replace one of the tenant's own types; a type that is not ``core`` is
+        paused while the delivery backlog is over its threshold."""
         if not _NAME.match(name):
             raise ValidationFailed(
                 "name must start with a letter and use letters, digits, '.', '_' or '-'",
@@ -89,7 +91,11 @@ class EventTypeService:
             ) from exc
         _check_references(schema)
         event_type = EventType(
-            name=name, schema=schema, schema_version=schema_version, description=description
+            name=name,
+            schema=schema,
+            schema_version=schema_version,
+            description=description,
+            core=core,
         )
         now = self.clock.now_ms()
         await self.store.run(lambda uow: uow.event_types.upsert(tenant_id, event_type, now))

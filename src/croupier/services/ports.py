@@ -84,6 +84,11 @@ class ClaimBatch:
 
     claims: list[Claim]
     more: bool
+    #: When an endpoint left out for its rate limit or breaker can take more (clock ms);
+    #: None when none was left out.
+    wake_at_ms: int | None = None
+    #: Endpoints the outcomes recorded with the claim stopped (breaker opened, disabled).
+    stopped: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,26 @@ class LedgerReport:
     violations: dict[str, list[str]]
 
 
+@dataclass(frozen=True)
+class RecentError:
+    """An endpoint's latest failed attempt: what went wrong, and when it started."""
+
+    message: str
+    status_code: int | None
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    """An endpoint's attempts over a window of whole minutes, summed."""
+
+    attempts: int
+    failures: int
+    #: Attempts per latency bucket (``croupier.domain.health.LATENCY_BOUNDS_MS``).
+    histogram: tuple[int, ...]
+    last_error: RecentError | None
+
+
 class TenantRepo(Protocol):
     def add(self, tenant: Tenant) -> None: ...
     def get(self, tenant_id: str) -> Tenant | None: ...
@@ -138,6 +163,10 @@ class EndpointRepo(Protocol):
     def page(self, tenant_id: str, *, limit: int, after: str | None) -> list[Endpoint]: ...
     def update(self, endpoint: Endpoint) -> None: ...
     def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None: ...
+    def reset_health(self, tenant_id: str, endpoint_id: str) -> None:
+        """Close the breaker and forget the run of failures (an endpoint enabled again)."""
+        ...
+
     def subscriptions(self, tenant_id: str) -> list[tuple[Subscriber, frozenset[str]]]:
         """The live, enabled endpoints of the tenant, each with the types it takes."""
         ...
@@ -201,6 +230,38 @@ class DeliveryRepo(Protocol):
         limit: int,
     ) -> tuple[int, int | None]:
         """Make up to ``limit`` matches past ``after_seq`` due now; return (count, last seq)."""
+        ...
+
+    def revive_dead(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        died_since_ms: int,
+        now_ms: int,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        """Make up to ``limit`` of the endpoint's deliveries that died at or after
+        ``died_since_ms`` due now, past ``after_seq``; return (count, last seq)."""
+        ...
+
+    def backfill(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        event_types: Sequence[str],
+        *,
+        ordered: bool,
+        since_ms: int,
+        now_ms: int,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        """Give the endpoint a delivery, due now, of each event of ``event_types``
+        published at or after ``since_ms`` that it has none of (it was disabled), looking
+        at up to ``limit`` events past ``after_seq``; return (deliveries made, last event
+        seq looked at, None when there were no more)."""
         ...
 
     def count(
@@ -272,6 +333,18 @@ class WalletRepo(Protocol):
     def report(self, *, limit: int) -> LedgerReport: ...
 
 
+class StatsRepo(Protocol):
+    def windows(
+        self, tenant_id: str, endpoint_id: str, *, now_ms: int, windows_ms: Sequence[int]
+    ) -> list[WindowTotals]:
+        """The endpoint's totals over each window ending at ``now_ms``, in order."""
+        ...
+
+    def purge(self, before_ms: int, limit: int) -> int:
+        """Forget up to ``limit`` minutes that started before ``before_ms``; how many."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository (see :meth:`Store.run`)."""
 
@@ -289,6 +362,8 @@ class UnitOfWork(Protocol):
     def deliveries(self) -> DeliveryRepo: ...
     @property
     def wallet(self) -> WalletRepo: ...
+    @property
+    def stats(self) -> StatsRepo: ...
 
 
 class Store(Protocol):
@@ -316,13 +391,34 @@ class DeliveryQueue(Protocol):
         lease_ms: int,
         rooms: Mapping[str, int],
         default_room: int,
+        retry_room: int | None = None,
+        paused: bool = False,
+        default_max_in_flight: int = 16,
     ) -> ClaimBatch:
-        """Lease up to ``limit`` due deliveries, oldest due first, at most ``rooms[e]`` for
-        endpoint ``e`` (``default_room`` for an endpoint not named; 0 skips it)."""
+        """Lease up to ``limit`` due deliveries, at most ``rooms[e]`` for endpoint ``e``
+        (``default_room`` for an endpoint not named; 0 skips it), within each endpoint's
+        rate limit and circuit breaker.
+
+        First attempts and money events (``wallet.*``) go first, oldest due first; then
+        retries of other events, at most ``retry_room`` of them (None: no cap). ``paused``
+        leaves out the events of non-core types (overload). ``default_room`` goes with a
+        concurrency of ``default_max_in_flight``: an endpoint not named in ``rooms`` with a
+        concurrency of its own gets a room in proportion."""
         ...
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]: ...
-    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None: ...
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> frozenset[str]:
+        """Write the attempts and the deliveries' new status; count them in their
+        endpoints' stats and health (breaker, run of failures, auto-disable); publish
+        ``delivery.dead`` and ``endpoint.disabled`` to the tenant's own endpoints. Returns
+        the endpoints these outcomes stopped: their breaker opened, or they were disabled."""
+        ...
+
+    async def due_backlog(self, now_ms: int, *, at_most: int, core_only: bool = False) -> int:
+        """How many deliveries are due and free (of core event types only, if asked),
+        counted up to ``at_most``."""
+        ...
+
     async def record_and_claim(
         self,
         owner: str,
@@ -333,6 +429,9 @@ class DeliveryQueue(Protocol):
         lease_ms: int,
         rooms: Mapping[str, int],
         default_room: int,
+        retry_room: int | None = None,
+        paused: bool = False,
+        default_max_in_flight: int = 16,
     ) -> ClaimBatch:
         """:meth:`record`, then :meth:`claim`, in one transaction: the claim sees the
         outcomes (a retry due at once may be claimed again), and both happen or neither."""

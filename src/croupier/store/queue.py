@@ -8,16 +8,19 @@ side by side; on SQLite one process owns the file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Float,
     Integer,
     String,
+    and_,
     bindparam,
     exists,
     func,
@@ -30,20 +33,27 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from croupier.catalog import builtin_event_types
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.events import Event
+from croupier.domain.health import Breaker, BreakerState, admits, next_token_ms, tokens_now
+from croupier.services.outbox import append_events
 from croupier.services.ports import Claim, ClaimBatch, Outcome
 from croupier.store import tables as t
 from croupier.store.engine import Database
+from croupier.store.health import AUTO_DISABLE_AFTER_MS, update_health
 from croupier.store.prepared import Prepared
-from croupier.store.repositories import endpoint_from_row
+from croupier.store.repositories import SqlUnitOfWork, endpoint_from_row
 from croupier.store.secretbox import SecretBox
+from croupier.store.stats import AttemptStat, record_attempt_stats
 
 #: Written as literals so that SQLite and PostgreSQL match the partial indexes on them.
 _OPEN_HEAD = text("head.status IN ('pending', 'failed')")
 _FREE = text("deliveries.status IN ('pending', 'failed') AND deliveries.lease_owner IS NULL")
 _LEASED = text("deliveries.status IN ('pending', 'failed') AND deliveries.lease_owner IS NOT NULL")
 _CHUNK = 500
+#: How soon to claim again for an endpoint whose controls another transaction held.
+_LOCKED_RETRY_MS = 5
 #: The event columns a claim reads, after ``seq``: ``_claim`` reads them by position.
 _EVENT_FIELDS = (
     "id",
@@ -61,10 +71,41 @@ _EVENT_FIELDS = (
 class SqlDeliveryQueue:
     """Each operation is one transaction on the :class:`Database`."""
 
-    def __init__(self, db: Database, *, box: SecretBox) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        box: SecretBox,
+        auto_disable_after_ms: int = AUTO_DISABLE_AFTER_MS,
+    ) -> None:
         self.db = db
         self.box = box
+        self.auto_disable_after_ms = auto_disable_after_ms
         self._pg = db.dialect == "postgresql"
+
+    def _record(
+        self, owner: str, outcomes: Sequence[Outcome], now_ms: int, conn: Connection
+    ) -> frozenset[str]:
+        _record(owner, outcomes, now_ms, conn)
+        record_attempt_stats(
+            conn,
+            [
+                AttemptStat(
+                    o.claim.endpoint_id,
+                    o.claim.event.tenant_id,
+                    o.attempt.result.started_at_ms,
+                    o.attempt.result.duration_ms,
+                    o.attempt.result.succeeded,
+                    o.attempt.result.status_code,
+                    o.attempt.result.error,
+                )
+                for o in outcomes
+            ],
+        )
+        health = update_health(self._pg, outcomes, now_ms, self.auto_disable_after_ms, conn)
+        if health.notices:
+            append_events(SqlUnitOfWork(conn, self.box), health.notices, now_ms)
+        return health.stopped
 
     async def claim(
         self,
@@ -75,25 +116,38 @@ class SqlDeliveryQueue:
         lease_ms: int,
         rooms: Mapping[str, int],
         default_room: int,
+        retry_room: int | None = None,
+        paused: bool = False,
+        default_max_in_flight: int = 16,
     ) -> ClaimBatch:
         return await self.db.run(
             partial(
                 _claim,
-                self._pg,
-                now_ms,
-                limit,
-                dict(rooms),
-                default_room,
-                {"until": now_ms + lease_ms, "owner": owner},
+                _ClaimAsk(
+                    self._pg,
+                    now_ms,
+                    limit,
+                    dict(rooms),
+                    default_room,
+                    retry_room,
+                    paused,
+                    lease_ms,
+                    {"until": now_ms + lease_ms, "owner": owner},
+                    default_max_in_flight,
+                ),
             )
         )
 
     async def endpoints(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
         return await self.db.run(partial(_endpoints, list(endpoint_ids), self.box), write=False)
 
-    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> None:
-        if outcomes:
-            await self.db.run(partial(_record, owner, outcomes, now_ms))
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now_ms: int) -> frozenset[str]:
+        if not outcomes:
+            return frozenset()
+        return await self.db.run(partial(self._record, owner, outcomes, now_ms))
+
+    async def due_backlog(self, now_ms: int, *, at_most: int, core_only: bool = False) -> int:
+        return await self.db.run(partial(_due_backlog, now_ms, at_most, core_only), write=False)
 
     async def record_and_claim(
         self,
@@ -105,10 +159,30 @@ class SqlDeliveryQueue:
         lease_ms: int,
         rooms: Mapping[str, int],
         default_room: int,
+        retry_room: int | None = None,
+        paused: bool = False,
+        default_max_in_flight: int = 16,
     ) -> ClaimBatch:
         lease = {"until": now_ms + lease_ms, "owner": owner}
-        claim = partial(_claim, self._pg, now_ms, limit, dict(rooms), default_room, lease)
-        return await self.db.run(partial(_record_then, owner, outcomes, now_ms, claim))
+        ask = _ClaimAsk(
+            self._pg,
+            now_ms,
+            limit,
+            dict(rooms),
+            default_room,
+            retry_room,
+            paused,
+            lease_ms,
+            lease,
+            default_max_in_flight,
+        )
+
+        def work(conn: Connection) -> ClaimBatch:
+            stopped = self._record(owner, outcomes, now_ms, conn) if outcomes else frozenset()
+            claimed = _claim(ask, conn)
+            return dataclasses.replace(claimed, stopped=stopped) if stopped else claimed
+
+        return await self.db.run(work)
 
     async def renew(self, owner: str, seqs: Sequence[int], until_ms: int) -> None:
         values = {"lease_until": until_ms}
@@ -120,18 +194,6 @@ class SqlDeliveryQueue:
 
     async def release_all(self) -> int:
         return await self.db.run(_release_all)
-
-
-def _record_then(
-    owner: str,
-    outcomes: Sequence[Outcome],
-    now_ms: int,
-    claim: partial[ClaimBatch],
-    conn: Connection,
-) -> ClaimBatch:
-    if outcomes:
-        _record(owner, outcomes, now_ms, conn)
-    return claim(conn)
 
 
 @functools.cache
@@ -147,6 +209,11 @@ def _expired_statement(pg: bool) -> Any:
             d.lease_until < bindparam("now", type_=BigInteger),
             e.disabled.is_(False),
             e.deleted_at.is_(None),
+            # Not while its breaker keeps deliveries waiting.
+            or_(
+                e.breaker_state == BreakerState.CLOSED.value,
+                e.breaker_until <= bindparam("now", type_=BigInteger),
+            ),
             _not_blocked(),
         )
         .order_by(d.lease_until)
@@ -166,19 +233,34 @@ def _backlogs_statement() -> Any:
         .where(_FREE, d.endpoint_id == e.id, d.due_at <= bindparam("now", type_=BigInteger))
         .scalar_subquery()
     )
-    return select(e.id, oldest).where(e.disabled.is_(False), e.deleted_at.is_(None))
+    return select(
+        e.id,
+        oldest.label("oldest"),
+        e.breaker_state,
+        e.breaker_until,
+        e.rate_limit_per_s,
+        e.rate_tokens,
+        e.rate_at,
+        e.max_in_flight,
+    ).where(e.disabled.is_(False), e.deleted_at.is_(None))
 
 
 @functools.cache
-def _endpoint_due_statement(pg: bool) -> Any:
-    """One endpoint's free due deliveries, oldest due first."""
+def _endpoint_due_statement(pg: bool, retries: bool, paused: bool) -> Any:
+    """One endpoint's free due deliveries, oldest due first: first attempts and money
+    events, or (``retries``) retries of other events; without non-core types if ``paused``."""
     d = t.deliveries.c
+    money = d.event_type.like("wallet.%")
+    first = d.attempts == d.cycle_start
+    kind = and_(~first, ~money) if retries else or_(first, money)
     due = (
         select(d.seq)
         .where(
             d.endpoint_id == bindparam("endpoint", type_=String),
             _FREE,
             d.due_at <= bindparam("now", type_=BigInteger),
+            kind,
+            *([_core()] if paused else []),
             _not_blocked(),
         )
         .order_by(d.due_at)
@@ -186,6 +268,16 @@ def _endpoint_due_statement(pg: bool) -> Any:
     )
     # Another worker skips what this one is looking at, until this claim commits.
     return due.with_for_update(of=t.deliveries, skip_locked=True) if pg else due
+
+
+def _core() -> Any:
+    """The delivery's event type is core: not a shipped non-core type, nor one of the
+    tenant's own marked non-core."""
+    d = t.deliveries.c
+    et = t.event_types.c
+    shipped = sorted(x.name for x in builtin_event_types() if not x.core)
+    own = exists().where(et.tenant_id == d.tenant_id, et.name == d.event_type, et.core.is_(False))
+    return and_(d.event_type.not_in(shipped), ~own) if shipped else ~own
 
 
 def _not_blocked() -> Any:
@@ -238,41 +330,115 @@ def _events_statement() -> Any:
     )
 
 
-def _claim(
-    pg: bool,
-    now_ms: int,
-    limit: int,
-    rooms: dict[str, int],
-    default_room: int,
-    lease: dict[str, Any],
-    conn: Connection,
-) -> ClaimBatch:
+class _ClaimAsk(NamedTuple):
+    pg: bool
+    now_ms: int
+    limit: int
+    rooms: dict[str, int]
+    default_room: int
+    #: Retries of other than money events this claim may take; None: no cap.
+    retry_room: int | None
+    #: Overload: leave out the events of non-core types.
+    paused: bool
+    #: A half-open breaker's probe has this long before another may go.
+    lease_ms: int
+    lease: dict[str, Any]
+    #: The concurrency ``default_room`` goes with; an endpoint with its own gets its share.
+    default_max_in_flight: int
+
+
+class _Gate(NamedTuple):
+    """What an endpoint's controls let a claim take now."""
+
+    #: None: no limit beyond the room.
+    allows: int | None
+    probe: bool
+    tokens: float | None
+
+
+def _claim(ask: _ClaimAsk, conn: Connection) -> ClaimBatch:
     # Only what each endpoint has room for is read: a claim never steps over the backlog of
     # an endpoint that is full, nor over what is in flight.
+    now_ms, limit, rooms, default_room = ask.now_ms, ask.limit, ask.rooms, ask.default_room
     chosen: list[int] = []
+    wake_at: int | None = None
     # Leases that ran out (their worker died) go first: they are the oldest work.
-    for seq, endpoint_id in conn.execute(_expired_statement(pg), {"now": now_ms, "limit": limit}):
+    for seq, endpoint_id in conn.execute(
+        _expired_statement(ask.pg), {"now": now_ms, "limit": limit}
+    ):
         room = rooms.get(endpoint_id, default_room)
         if room > 0:
             rooms[endpoint_id] = room - 1
             chosen.append(seq)
     backlogs = sorted(
-        (oldest, endpoint_id)
-        for endpoint_id, oldest in conn.execute(_backlogs_statement(), {"now": now_ms})
-        if oldest is not None
+        (row.oldest, row.id, row)
+        for row in conn.execute(_backlogs_statement(), {"now": now_ms})
+        if row.oldest is not None
     )
-    # The endpoints whose oldest due delivery is oldest are served first.
-    for _, endpoint_id in backlogs:
-        want = min(rooms.get(endpoint_id, default_room), limit - len(chosen))
-        if want > 0:
-            chosen += conn.execute(
-                _endpoint_due_statement(pg),
-                {"endpoint": endpoint_id, "now": now_ms, "limit": want},
-            ).scalars()
+    # What each endpoint may take: its room, within its breaker and rate limit.
+    wants: dict[str, int] = {}
+    gates: dict[str, _Gate] = {}
+    for _, endpoint_id, row in backlogs:
+        gate = _gate(ask, row, conn)
+        if gate is None:
+            # Another worker holds its controls (claiming, or recording its outcomes) for
+            # the moment a transaction takes: look again right after.
+            when = now_ms + _LOCKED_RETRY_MS
+            wake_at = when if wake_at is None else min(wake_at, when)
+            continue
+        want = rooms.get(endpoint_id, default_room)
+        if endpoint_id not in rooms and row.max_in_flight is not None:
+            # Not held yet, with a concurrency of its own: the room that goes with it.
+            want = row.max_in_flight * default_room // ask.default_max_in_flight
+        if gate.allows is not None:
+            want = min(want, gate.allows)
+        if want <= 0:
+            reopens = _reopens_at(row, gate, now_ms) if gate.allows == 0 else None
+            if reopens is not None:
+                wake_at = reopens if wake_at is None else min(wake_at, reopens)
+            continue
+        wants[endpoint_id] = want
+        gates[endpoint_id] = gate
+    taken: dict[str, int] = {}
+    # First attempts and money events first, the endpoints whose oldest due delivery is
+    # oldest first; then retries of the rest, within the cap on retries.
+    retry_room = ask.retry_room
+    for retries in (False, True):
+        for endpoint_id, want in wants.items():
+            want = min(want - taken.get(endpoint_id, 0), limit - len(chosen))
+            if retries and retry_room is not None:
+                want = min(want, retry_room)
+            if want <= 0:
+                continue
+            got = list(
+                conn.execute(
+                    _endpoint_due_statement(ask.pg, retries, ask.paused),
+                    {"endpoint": endpoint_id, "now": now_ms, "limit": want},
+                ).scalars()
+            )
+            if got:
+                chosen += got
+                taken[endpoint_id] = taken.get(endpoint_id, 0) + len(got)
+                if retries and retry_room is not None:
+                    retry_room -= len(got)
+    for endpoint_id, n in taken.items():
+        gate = gates[endpoint_id]
+        if gate.probe:
+            conn.execute(_probe_statement(), _probe_values(endpoint_id, now_ms, ask.lease_ms))
+        if gate.tokens is not None:
+            conn.execute(
+                _tokens_statement(),
+                {"endpoint": endpoint_id, "tokens": gate.tokens - n, "at": now_ms},
+            )
+            if n >= wants[endpoint_id]:
+                # It used what it had: come back when the next token is in.
+                rate = next(r.rate_limit_per_s for _, i, r in backlogs if i == endpoint_id)
+                when = next_token_ms(rate, gate.tokens - n, now_ms)
+                wake_at = when if wake_at is None else min(wake_at, when)
     more = len(chosen) >= limit
     if not chosen:
-        return ClaimBatch([], more)
-    leased = conn.execute(_lease_statement(), {**lease, "chosen": chosen}).all()
+        return ClaimBatch([], more, wake_at)
+    leased = conn.execute(_lease_statement(), {**ask.lease, "chosen": chosen}).all()
     # An event fanned out to many endpoints is read, built and later sent to a sender once:
     # its deliveries share one Event.
     events = {
@@ -306,7 +472,108 @@ def _claim(
         for r in leased
     ]
     claims.sort(key=lambda c: c.seq)
-    return ClaimBatch(claims, more)
+    return ClaimBatch(claims, more, wake_at)
+
+
+def _gate(ask: _ClaimAsk, row: Any, conn: Connection) -> _Gate | None:
+    """What the endpoint's breaker and rate limit allow; None when another worker holds
+    its controls (PostgreSQL)."""
+    breaker = Breaker(BreakerState(row.breaker_state), row.breaker_until)
+    allows = admits(breaker, ask.now_ms)
+    if allows == 0 or (allows is None and row.rate_limit_per_s is None):
+        return _Gate(allows, False, None)
+    tokens_row = row
+    if ask.pg:
+        # Read again under a lock: the bucket and the probe are shared by every worker.
+        tokens_row = conn.execute(_controls_statement(), {"endpoint": row.id}).one_or_none()
+        if tokens_row is None:
+            return None
+        breaker = Breaker(BreakerState(tokens_row.breaker_state), tokens_row.breaker_until)
+        allows = admits(breaker, ask.now_ms)
+        if allows == 0:
+            return _Gate(0, False, None)
+    probe = allows == 1
+    tokens = None
+    if row.rate_limit_per_s is not None:
+        tokens = tokens_now(
+            row.rate_limit_per_s, tokens_row.rate_tokens, tokens_row.rate_at, ask.now_ms
+        )
+        whole = int(tokens)
+        allows = whole if allows is None else min(allows, whole)
+    return _Gate(allows, probe, tokens)
+
+
+def _reopens_at(row: Any, gate: _Gate, now_ms: int) -> int | None:
+    """When an endpoint that may take nothing now may take something."""
+    if gate.tokens is not None and gate.tokens < 1:
+        return next_token_ms(row.rate_limit_per_s, gate.tokens, now_ms)
+    until: int | None = row.breaker_until
+    return until if until is not None and until > now_ms else None
+
+
+def _probe_values(endpoint_id: str, now_ms: int, turn_ms: int) -> dict[str, Any]:
+    return {
+        "endpoint": endpoint_id,
+        "state": BreakerState.HALF_OPEN.value,
+        "until": now_ms + turn_ms,
+    }
+
+
+@functools.cache
+def _probe_statement() -> Any:
+    e = t.endpoints.c
+    return (
+        update(t.endpoints)
+        .where(e.id == bindparam("endpoint", type_=String))
+        .values(
+            breaker_state=bindparam("state", type_=String),
+            breaker_until=bindparam("until", type_=BigInteger),
+        )
+    )
+
+
+@functools.cache
+def _tokens_statement() -> Any:
+    e = t.endpoints.c
+    return (
+        update(t.endpoints)
+        .where(e.id == bindparam("endpoint", type_=String))
+        .values(
+            rate_tokens=bindparam("tokens", type_=Float),
+            rate_at=bindparam("at", type_=BigInteger),
+        )
+    )
+
+
+@functools.cache
+def _controls_statement() -> Any:
+    e = t.endpoints.c
+    return (
+        select(e.breaker_state, e.breaker_until, e.rate_tokens, e.rate_at)
+        .where(e.id == bindparam("endpoint", type_=String))
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _due_backlog(now_ms: int, at_most: int, core_only: bool, conn: Connection) -> int:
+    params = {"now": now_ms, "limit": at_most}
+    return int(conn.execute(_due_count_statement(core_only), params).scalar_one())
+
+
+@functools.cache
+def _due_count_statement(core_only: bool) -> Any:
+    d = t.deliveries.c
+    due = (
+        select(d.seq)
+        .where(
+            _FREE,
+            d.due_at <= bindparam("now", type_=BigInteger),
+            *([_core()] if core_only else []),
+        )
+        .limit(bindparam("limit", type_=Integer))
+        .subquery()
+    )
+    return select(func.count()).select_from(due)
 
 
 def _endpoints(endpoint_ids: list[str], box: SecretBox, conn: Connection) -> dict[str, Endpoint]:
@@ -388,19 +655,6 @@ def _record(owner: str, outcomes: Sequence[Outcome], now_ms: int, conn: Connecti
         )
     _INSERT_ATTEMPTS.executemany(conn, attempts)
     _SET_OUTCOMES.executemany(conn, changes)
-    gone = sorted({o.claim.endpoint_id for o in outcomes if o.decision.disable_endpoint})
-    if gone:
-        e = t.endpoints.c
-        conn.execute(
-            update(t.endpoints)
-            .where(e.id.in_(gone), e.disabled.is_(False))
-            .values(
-                disabled=True,
-                disabled_reason="the endpoint answered 410 Gone",
-                updated_at=now_ms,
-                version=e.version + 1,
-            )
-        )
 
 
 def _update_leased(owner: str, seqs: list[int], values: dict[str, Any], conn: Connection) -> None:

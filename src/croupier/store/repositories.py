@@ -21,6 +21,8 @@ from croupier.domain.deliveries import (
 from croupier.domain.endpoints import Endpoint
 from croupier.domain.errors import ConcurrentWrite
 from croupier.domain.events import Event, EventType
+from croupier.domain.health import DEFAULT_BREAKER, Breaker, BreakerSettings, BreakerState
+from croupier.domain.ids import new_id
 from croupier.domain.tenants import ApiKey, Tenant
 from croupier.services.ports import (
     DeliveryFilter,
@@ -33,6 +35,7 @@ from croupier.store import tables as t
 from croupier.store.engine import Database
 from croupier.store.prepared import Prepared, Statement
 from croupier.store.secretbox import SecretBox
+from croupier.store.stats import SqlStatsRepo
 from croupier.store.wallet import SqlWalletRepo
 
 T = TypeVar("T")
@@ -76,6 +79,7 @@ class SqlUnitOfWork:
         self.events = SqlEventRepo(conn)
         self.deliveries = SqlDeliveryRepo(conn)
         self.wallet = SqlWalletRepo(conn)
+        self.stats = SqlStatsRepo(conn)
 
 
 class SqlTenantRepo:
@@ -155,6 +159,7 @@ class SqlEventTypeRepo:
             "schema": orjson.dumps(event_type.schema).decode(),
             "schema_version": event_type.schema_version,
             "description": event_type.description,
+            "core": event_type.core,
             "updated_at": now_ms,
         }
         res = self.conn.execute(
@@ -226,6 +231,20 @@ class SqlEndpointRepo:
             update(t.endpoints)
             .where(t.endpoints.c.tenant_id == endpoint.tenant_id, t.endpoints.c.id == endpoint.id)
             .values(**values)
+        )
+
+    def reset_health(self, tenant_id: str, endpoint_id: str) -> None:
+        e = t.endpoints.c
+        self.conn.execute(
+            update(t.endpoints)
+            .where(e.tenant_id == tenant_id, e.id == endpoint_id)
+            .values(
+                breaker_state=BreakerState.CLOSED.value,
+                breaker_until=None,
+                breaker_opened_at=None,
+                consecutive_failures=0,
+                failing_since=None,
+            )
         )
 
     def delete(self, tenant_id: str, endpoint_id: str, now_ms: int) -> None:
@@ -548,6 +567,96 @@ class SqlDeliveryRepo:
         )
         return len(seqs), seqs[-1]
 
+    def revive_dead(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        *,
+        died_since_ms: int,
+        now_ms: int,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        d = t.deliveries.c
+        q = (
+            select(d.seq)
+            .where(
+                d.tenant_id == tenant_id,
+                d.endpoint_id == endpoint_id,
+                d.status == DeliveryStatus.DEAD.value,
+                d.updated_at >= died_since_ms,
+            )
+            .order_by(d.seq)
+            .limit(limit)
+        )
+        if after_seq is not None:
+            q = q.where(d.seq > after_seq)
+        seqs = list(self.conn.execute(q).scalars())
+        if not seqs:
+            return 0, None
+        self.conn.execute(
+            update(t.deliveries).where(d.seq.in_(seqs)).values(_restart_values(now_ms))
+        )
+        return len(seqs), seqs[-1]
+
+    def backfill(
+        self,
+        tenant_id: str,
+        endpoint_id: str,
+        event_types: Sequence[str],
+        *,
+        ordered: bool,
+        since_ms: int,
+        now_ms: int,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        ev = t.events.c
+        d = t.deliveries.c
+        q = (
+            select(ev.seq, ev.id, ev.type, ev.ordering_key)
+            .where(
+                ev.tenant_id == tenant_id,
+                ev.type.in_(list(event_types)),
+                ev.created_at >= since_ms,
+            )
+            .order_by(ev.seq)
+            .limit(limit)
+        )
+        if after_seq is not None:
+            q = q.where(ev.seq > after_seq)
+        events = self.conn.execute(q).all()
+        if not events:
+            return 0, None
+        has = set(
+            self.conn.execute(
+                select(d.event_seq).where(
+                    d.endpoint_id == endpoint_id, d.event_seq.in_([e.seq for e in events])
+                )
+            ).scalars()
+        )
+        pending = DeliveryStatus.PENDING.value
+        rows = [
+            (
+                new_id("dlv", now_ms=now_ms),
+                tenant_id,
+                e.seq,
+                e.id,
+                endpoint_id,
+                e.type,
+                pending,
+                now_ms,
+                e.ordering_key if ordered else None,
+                now_ms,
+                now_ms,
+            )
+            for e in events
+            if e.seq not in has
+        ]
+        if rows:
+            _INSERT_DELIVERIES.executemany(self.conn, rows)
+        return len(rows), events[-1].seq
+
     def count(
         self,
         tenant_id: str,
@@ -633,6 +742,7 @@ def _event_type(row: Row[Any]) -> EventType:
         description=row.description,
         category="custom",
         builtin=False,
+        core=row.core,
     )
 
 
@@ -658,6 +768,16 @@ def _endpoint_values(e: Endpoint, box: SecretBox) -> dict[str, Any]:
         "created_at": e.created_at_ms,
         "updated_at": e.updated_at_ms,
         "version": e.version,
+        # The controls, not the health: workers write that, and a change of the endpoint
+        # must not undo what they wrote meanwhile.
+        "rate_limit_per_s": e.rate_limit_per_s,
+        "max_in_flight": e.max_in_flight,
+        "breaker": (
+            None
+            if e.breaker_settings == DEFAULT_BREAKER
+            else orjson.dumps(e.breaker_settings.to_json()).decode()
+        ),
+        "disabled_at": e.disabled_at_ms,
     }
 
 
@@ -683,6 +803,20 @@ def endpoint_from_row(row: Row[Any], box: SecretBox) -> Endpoint:
         created_at_ms=row.created_at,
         updated_at_ms=row.updated_at,
         version=row.version,
+        rate_limit_per_s=row.rate_limit_per_s,
+        max_in_flight=row.max_in_flight,
+        breaker_settings=BreakerSettings.from_json(
+            orjson.loads(row.breaker) if row.breaker is not None else None
+        ),
+        breaker=Breaker(
+            BreakerState(row.breaker_state),
+            row.breaker_until,
+            row.consecutive_failures,
+            row.breaker_opened_at,
+        ),
+        failing_since_ms=row.failing_since,
+        last_success_at_ms=row.last_success_at,
+        disabled_at_ms=row.disabled_at,
     )
 
 

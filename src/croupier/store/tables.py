@@ -22,6 +22,8 @@ from sqlalchemy import (
     text,
 )
 
+from croupier.domain.health import BUCKETS
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -30,6 +32,9 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+#: The latency histogram's columns in ``endpoint_stats``, one per bucket.
+HISTOGRAM_COLUMNS = tuple(f"h{i:02d}" for i in range(BUCKETS))
 
 #: A 64-bit key that SQLite still treats as its rowid (and so auto-increments).
 Seq = BigInteger().with_variant(Integer(), "sqlite")
@@ -65,6 +70,8 @@ event_types = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Non-core types are paused (kept, not sent) while the backlog is over its threshold.
+    Column("core", Boolean, nullable=False, server_default=text("true")),
 )
 
 endpoints = Table(
@@ -92,6 +99,21 @@ endpoints = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("deleted_at", BigInteger, nullable=True),
     Column("version", Integer, nullable=False, server_default="1"),
+    # Delivery controls (migration 0005): NULL means the worker's default.
+    Column("rate_limit_per_s", Float, nullable=True),
+    Column("max_in_flight", Integer, nullable=True),
+    Column("breaker", Text, nullable=True),
+    # Health, written by the workers (not part of ``version``, which tracks what senders
+    # must know): the breaker, the rate limit's bucket, and the run of failures.
+    Column("breaker_state", String(16), nullable=False, server_default="closed"),
+    Column("breaker_until", BigInteger, nullable=True),
+    Column("breaker_opened_at", BigInteger, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("rate_tokens", Float, nullable=True),
+    Column("rate_at", BigInteger, nullable=True),
+    Column("failing_since", BigInteger, nullable=True),
+    Column("last_success_at", BigInteger, nullable=True),
+    Column("disabled_at", BigInteger, nullable=True),
 )
 
 events = Table(
@@ -304,4 +326,22 @@ idempotency_records = Table(
     Column("outcome", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
+#: Attempts per endpoint and minute: counts, failures, a latency histogram (bucket ``i``
+#: counts durations up to ``croupier.domain.health.LATENCY_BOUNDS_MS[i]``), the last error.
+#: Endpoint stats and the breaker's failure rate read it; it is kept for two days.
+endpoint_stats = Table(
+    "endpoint_stats",
+    metadata,
+    Column("endpoint_id", String(64), ForeignKey("endpoints.id"), primary_key=True),
+    Column("minute", BigInteger, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    *(Column(name, Integer, nullable=False, server_default="0") for name in HISTOGRAM_COLUMNS),
+    Column("last_error", Text, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error_at", BigInteger, nullable=True),
+    Index("ix_endpoint_stats_minute", "minute"),
 )

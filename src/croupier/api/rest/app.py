@@ -15,6 +15,7 @@ from croupier.api.rest.hotpath import HotPath
 from croupier.api.rest.responses import JSONResponse
 from croupier.api.rest.routes import (
     deliveries,
+    endpoint_stats,
     endpoints,
     event_types,
     events,
@@ -69,7 +70,16 @@ def create_app(
     errors.install(app)
     # Routes are matched in order, one pattern at a time: the hot paths (money, then
     # publishing) first.
-    for module in (wallet, events, deliveries, endpoints, event_types, tenants, health):
+    for module in (
+        wallet,
+        events,
+        deliveries,
+        endpoints,
+        endpoint_stats,
+        event_types,
+        tenants,
+        health,
+    ):
         app.include_router(module.router)
     # Inside the request context (trace id, body limit), around FastAPI's machinery.
     if hot_path:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from croupier.domain.deliveries import Attempt, Delivery
 from croupier.domain.endpoints import Endpoint
@@ -42,6 +51,9 @@ class EndpointIn(Body):
     dialect: Text = "standard"
     header_prefix: Text = "Croupier"
     format: Text = "envelope"
+    rate_limit_per_s: StrictFloat | StrictInt | None = None
+    max_in_flight: StrictInt | None = None
+    breaker: dict[StrictStr, Any] | None = None
 
 
 class EndpointPatch(Body):
@@ -57,6 +69,16 @@ class EndpointPatch(Body):
     dialect: Text | None = None
     header_prefix: Text | None = None
     format: Text | None = None
+    #: null sets these back to the default.
+    rate_limit_per_s: StrictFloat | StrictInt | None = None
+    max_in_flight: StrictInt | None = None
+    breaker: dict[StrictStr, Any] | None = None
+
+
+class EnableIn(Body):
+    #: Send again what the endpoint missed: the deliveries that died since it began to
+    #: fail, and the events of its types published while it was disabled.
+    replay_missed: StrictBool = False
 
 
 class RotateSecretIn(Body):
@@ -76,6 +98,9 @@ class EventTypeIn(Body):
     schema_: dict[str, Any] = Field(alias="schema")
     schema_version: Text = "1.0.0"
     description: Text = ""
+    #: A non-core type is held back (stored, not sent) while the delivery backlog is over
+    #: its threshold, so that the core types go first.
+    core: StrictBool = True
 
 
 class ReplayIn(Body):
@@ -113,12 +138,36 @@ def endpoint_out(e: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
         ),
         "disabled": e.disabled,
         "disabled_reason": e.disabled_reason,
+        "disabled_at": _iso_or_none(e.disabled_at_ms),
+        "rate_limit_per_s": e.rate_limit_per_s,
+        "max_in_flight": e.max_in_flight,
+        "breaker": breaker_out(e),
+        "failing_since": _iso_or_none(e.failing_since_ms),
+        "last_success_at": _iso_or_none(e.last_success_at_ms),
         "created_at": iso_ms(e.created_at_ms),
         "updated_at": iso_ms(e.updated_at_ms),
     }
     if with_secret:
         out["secret"] = e.secret
     return out
+
+
+def breaker_out(e: Endpoint) -> dict[str, Any]:
+    """The endpoint's circuit breaker: its settings, its state and its counters."""
+    b = e.breaker
+    return {
+        **e.breaker_settings.to_json(),
+        "state": b.state.value,
+        # The run of failed attempts now (``consecutive_failures`` is the bound).
+        "failures_in_a_row": b.consecutive_failures,
+        "opened_at": _iso_or_none(b.opened_at_ms),
+        # Open: when the next probe may go; half-open: when the probe's turn runs out.
+        "until": _iso_or_none(b.until_ms),
+    }
+
+
+def _iso_or_none(ms: int | None) -> str | None:
+    return iso_ms(ms) if ms is not None else None
 
 
 def event_out(e: Event) -> dict[str, Any]:
@@ -142,6 +191,7 @@ def event_type_out(t: EventType) -> dict[str, Any]:
         "schema_version": t.schema_version,
         "default_subscription": t.default_subscription,
         "builtin": t.builtin,
+        "core": t.core,
         "schema": t.schema,
         "examples": list(t.examples),
     }

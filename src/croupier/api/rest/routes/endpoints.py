@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from croupier.api.rest.deps import ContainerDep, PrincipalDep
 from croupier.api.rest.models import (
+    EnableIn,
     EndpointIn,
     EndpointPatch,
     ReplayIn,
@@ -56,6 +57,20 @@ async def update_endpoint(
     # A change of dialect that the old secret cannot sign in makes a new one: show it.
     made = "secret" not in changes and endpoint.secret != before.secret
     return endpoint_out(endpoint, with_secret=made)
+
+
+@router.post("/{endpoint_id}/enable")
+async def enable_endpoint(
+    endpoint_id: str, c: ContainerDep, p: PrincipalDep, body: EnableIn | None = None
+) -> dict[str, Any]:
+    """Enable the endpoint again, with a clean health (breaker closed, no run of failures);
+    with ``replay_missed``, also send it what it missed (see ``replay_missed``)."""
+    body = body or EnableIn()
+    before = await c.endpoints.get(p.tenant_id, endpoint_id)
+    endpoint = await c.endpoints.update(p.tenant_id, endpoint_id, {"disabled": False})
+    replayed = await c.deliveries.replay_missed(p.tenant_id, before) if body.replay_missed else 0
+    c.dispatcher.notify()
+    return {**endpoint_out(endpoint), "replayed": replayed}
 
 
 @router.get("/{endpoint_id}/secret")

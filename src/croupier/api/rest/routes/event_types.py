@@ -34,5 +34,6 @@ async def put_event_type(
         schema=body.schema_,
         schema_version=body.schema_version,
         description=body.description,
+        core=body.core,
     )
     return event_type_out(event_type)
