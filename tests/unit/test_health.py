@@ -4,6 +4,7 @@ buckets; and the scaled clock that drills run on."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -75,14 +76,15 @@ def test_breaker_settings_default_what_is_missing_and_refuse_what_is_wrong() -> 
     assert BreakerSettings.from_json(None) == BreakerSettings()
     assert BreakerSettings.from_json({"cooldown_s": 5}).cooldown_s == 5
     assert BreakerSettings.from_json({"failure_rate": 1}).failure_rate == 1
-    for bad, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"cooldown_s": 0}, "breaker.cooldown_s"),
         ({"window_s": 5}, "breaker.window_s"),
         ({"failure_rate": 0}, "breaker.failure_rate"),
         ({"min_requests": True}, "breaker.min_requests"),
         ({"consecutive_failures": "3"}, "breaker.consecutive_failures"),
         ({"nope": 1}, "breaker"),
-    ]:
+    ]
+    for bad, field in cases:
         with pytest.raises(ValidationFailed) as caught:
             BreakerSettings.from_json(bad)
         assert caught.value.field == field
