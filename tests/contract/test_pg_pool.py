@@ -3,6 +3,9 @@ lent; and one that answered a moment ago is lent without a round trip first."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -56,4 +59,39 @@ async def test_within_the_idle_window_a_lost_connection_fails_once_then_is_dropp
         assert lost.value.connection_invalidated
         assert await db.run(_backend) != first
     finally:
+        await db.close()
+
+
+async def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(postgres_url: str) -> None:
+    # A real deadlock: two transactions lock two rows in opposite orders. The server rolls
+    # one back; croupier runs that one again, and both succeed.
+    db = open_database(postgres_url, pool_size=4)
+    setup = "CREATE TABLE IF NOT EXISTS deadlock_probe (id int PRIMARY KEY, n int)"
+    try:
+        await db.run(lambda c: c.execute(text(setup)))
+        await db.run(lambda c: c.execute(text("DELETE FROM deadlock_probe")))
+        await db.run(lambda c: c.execute(text("INSERT INTO deadlock_probe VALUES (1, 0), (2, 0)")))
+        runs: list[str] = []
+
+        def lock(name: str, a: int, b: int, c: Connection) -> None:
+            runs.append(name)
+            c.execute(text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :i"), {"i": a})
+            if runs.count(name) == 1:
+                # Long enough for the other to take its first row (server-side, so both
+                # transactions go on side by side).
+                c.execute(text("SELECT pg_sleep(0.3)"))
+            c.execute(text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :i"), {"i": b})
+
+        await asyncio.gather(
+            db.run(functools.partial(lock, "ab", 1, 2)),
+            db.run(functools.partial(lock, "ba", 2, 1)),
+        )
+        counts = await db.run(
+            lambda c: c.execute(text("SELECT n FROM deadlock_probe ORDER BY id")).scalars().all()
+        )
+        # Each transaction committed once: the victim's first run left nothing behind.
+        assert list(counts) == [2, 2]
+        assert len(runs) == 3
+    finally:
+        await db.run(lambda c: c.execute(text("DROP TABLE IF EXISTS deadlock_probe")))
         await db.close()

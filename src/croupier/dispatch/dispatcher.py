@@ -282,6 +282,8 @@ class Dispatcher:
                 paused=self.overloaded,
                 default_max_in_flight=self.config.endpoint_max_in_flight,
             )
+            if self.overloaded and not claimed.claims and not self._held:
+                self._drained()
             return await self._take(claimed, plan)
 
     def _plan_claim(self, freed: Counter[str], freed_retries: int = 0) -> _ClaimPlan | None:
@@ -311,11 +313,7 @@ class Dispatcher:
         self._backlog_checked_at = loop.time()
         threshold = self.config.overload_backlog
         try:
-            # While paused, only the work that goes on counts: the paused types would
-            # otherwise keep the backlog up for ever.
-            due = await self.queue.due_backlog(
-                self.clock.now_ms(), at_most=threshold + 1, core_only=self.overloaded
-            )
+            due = await self.queue.due_backlog(self.clock.now_ms(), at_most=threshold + 1)
         except Exception:
             log.exception("counting the due backlog failed")
             return
@@ -325,6 +323,15 @@ class Dispatcher:
         elif self.overloaded and due <= threshold // 2:
             self.overloaded = False
             log.info("overload over: non-core event types resume", due_backlog=due)
+
+    def _drained(self) -> None:
+        """A paused claim found no core work to take while nothing is held: the core
+        backlog has drained, whatever the paused types still keep waiting (they count in
+        the backlog too, and would otherwise keep the pause on for ever)."""
+        if self.overloaded:
+            self.overloaded = False
+            log.info("overload over: non-core event types resume")
+            self._wake.set()
 
     def _wake_at(self, at_ms: int | None) -> None:
         """Claim again at ``at_ms`` (clock time), when an endpoint held back by its rate

@@ -414,9 +414,8 @@ class DeliveryQueue(Protocol):
         the endpoints these outcomes stopped: their breaker opened, or they were disabled."""
         ...
 
-    async def due_backlog(self, now_ms: int, *, at_most: int, core_only: bool = False) -> int:
-        """How many deliveries are due and free (of core event types only, if asked),
-        counted up to ``at_most``."""
+    async def due_backlog(self, now_ms: int, *, at_most: int) -> int:
+        """How many deliveries are due and free, counted up to ``at_most``."""
         ...
 
     async def record_and_claim(

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -151,7 +151,18 @@ class PostgresDatabase(Database):
         self, fn: Callable[[Connection], T], *, write: bool = True, urgent: bool = False
     ) -> T:
         # Each transaction has a connection of its own: nothing queues to be put first.
-        return await self._thread.call(self._transaction, fn)
+        for attempt in range(1, _RETRIES_ON_CONFLICT + 1):
+            try:
+                return await self._thread.call(self._transaction, fn)
+            except DBAPIError as exc:
+                # The server chose this transaction as a deadlock's victim (or refused it
+                # for a serialization conflict) and rolled it back whole: it is safe to run
+                # again, and the caller must not see a 500 for it.
+                if _sqlstate(exc) not in _RETRYABLE_SQLSTATES or attempt == _RETRIES_ON_CONFLICT:
+                    raise
+                log.info("transaction retried", sqlstate=_sqlstate(exc), attempt=attempt)
+                await asyncio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
 
     async def _transaction(self, fn: Callable[[Connection], T]) -> T:
         async with self.engine.connect() as conn, conn.begin():
@@ -162,6 +173,15 @@ class PostgresDatabase(Database):
             await self._thread.call(self.engine.dispose)
         finally:
             self._thread.close()
+
+
+#: deadlock_detected, serialization_failure: the server rolled the transaction back.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+_RETRIES_ON_CONFLICT = 3
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
 
 
 class _Checkpointer:

@@ -190,5 +190,7 @@ def _read_statement(pg: bool) -> Any:
         e.failing_since,
         e.last_success_at,
     ).where(e.id.in_(bindparam("ids", expanding=True)))
-    # Workers recording for the same endpoint take turns: counts are never lost.
-    return q.order_by(e.id).with_for_update() if pg else q
+    # Workers recording for the same endpoint take turns: counts are never lost. FOR NO
+    # KEY UPDATE: a publish inserting deliveries holds a key-share lock on the endpoints
+    # (their foreign key), which must not wait for this, nor this for it (a deadlock).
+    return q.order_by(e.id).with_for_update(key_share=True) if pg else q

@@ -146,8 +146,8 @@ class SqlDeliveryQueue:
             return frozenset()
         return await self.db.run(partial(self._record, owner, outcomes, now_ms))
 
-    async def due_backlog(self, now_ms: int, *, at_most: int, core_only: bool = False) -> int:
-        return await self.db.run(partial(_due_backlog, now_ms, at_most, core_only), write=False)
+    async def due_backlog(self, now_ms: int, *, at_most: int) -> int:
+        return await self.db.run(partial(_due_backlog, now_ms, at_most), write=False)
 
     async def record_and_claim(
         self,
@@ -551,25 +551,22 @@ def _controls_statement() -> Any:
     return (
         select(e.breaker_state, e.breaker_until, e.rate_tokens, e.rate_at)
         .where(e.id == bindparam("endpoint", type_=String))
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
     )
 
 
-def _due_backlog(now_ms: int, at_most: int, core_only: bool, conn: Connection) -> int:
+def _due_backlog(now_ms: int, at_most: int, conn: Connection) -> int:
     params = {"now": now_ms, "limit": at_most}
-    return int(conn.execute(_due_count_statement(core_only), params).scalar_one())
+    return int(conn.execute(_due_count_statement(), params).scalar_one())
 
 
 @functools.cache
-def _due_count_statement(core_only: bool) -> Any:
+def _due_count_statement() -> Any:
+    """Read from the index of free deliveries alone (it holds ``due_at``)."""
     d = t.deliveries.c
     due = (
         select(d.seq)
-        .where(
-            _FREE,
-            d.due_at <= bindparam("now", type_=BigInteger),
-            *([_core()] if core_only else []),
-        )
+        .where(_FREE, d.due_at <= bindparam("now", type_=BigInteger))
         .limit(bindparam("limit", type_=Integer))
         .subquery()
     )
