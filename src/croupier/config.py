@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     overload_backlog: int = Field(
         default=100_000,
         ge=1,
-        description="due deliveries beyond which non-core event types pause until half of it",
+        description="due deliveries beyond which non-core event types pause until core work drains",
     )
     auto_disable_days: float = Field(
         default=5.0,

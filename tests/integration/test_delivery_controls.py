@@ -425,7 +425,7 @@ async def test_overload_pauses_non_core_types_keeps_them_and_resumes_when_draine
     assert not d.overloaded
 
 
-async def test_overload_does_not_end_while_the_core_backlog_stays_over_half_the_threshold(
+async def test_overload_lasts_while_core_work_waits_even_for_its_rate_limit(
     client: httpx.AsyncClient, container: Container, clock: ManualClock, receiver: Receiver
 ) -> None:
     await endpoint(client, receiver.url("/noncore"), event_types=[NON_CORE])
@@ -439,17 +439,17 @@ async def test_overload_does_not_end_while_the_core_backlog_stays_over_half_the_
     await d.run_until_idle()
     assert d.overloaded
     assert (len(receiver.at("/core")), len(receiver.at("/noncore"))) == (1, 0)
-    for _ in range(2):
+    for _ in range(4):
         clock.advance(1)
         await d.run_until_idle()
-    # 3 core deliveries left, over half the threshold: still paused.
+    # One core delivery still waits for its token: still paused.
     assert d.overloaded
-    assert (len(receiver.at("/core")), len(receiver.at("/noncore"))) == (3, 0)
+    assert (len(receiver.at("/core")), len(receiver.at("/noncore"))) == (5, 0)
     clock.advance(1)
     await d.run_until_idle()
-    # 2 left (5 // 2): the paused types resume.
+    # The core backlog has drained: the paused types resume.
     assert not d.overloaded
-    assert (len(receiver.at("/core")), len(receiver.at("/noncore"))) == (4, 4)
+    assert (len(receiver.at("/core")), len(receiver.at("/noncore"))) == (6, 4)
 
 
 async def test_the_stats_show_the_breaker_state_and_counters(

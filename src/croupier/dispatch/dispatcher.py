@@ -271,20 +271,29 @@ class Dispatcher:
             plan = self._plan_claim(Counter())
             if plan is None:
                 return 0
-            claimed = await self.queue.claim(
-                self.owner,
-                now_ms=self.clock.now_ms(),
-                limit=plan.limit,
-                lease_ms=self.config.lease_ms,
-                rooms=plan.rooms,
-                default_room=plan.default_room,
-                retry_room=plan.retry_room,
-                paused=self.overloaded,
-                default_max_in_flight=self.config.endpoint_max_in_flight,
-            )
-            if self.overloaded and not claimed.claims and not self._held:
+            claimed = await self._claim(plan)
+            if (
+                self.overloaded
+                and not claimed.claims
+                and not self._held
+                and claimed.wake_at_ms is None
+            ):
                 self._drained()
+                claimed = await self._claim(plan)
             return await self._take(claimed, plan)
+
+    async def _claim(self, plan: _ClaimPlan) -> ClaimBatch:
+        return await self.queue.claim(
+            self.owner,
+            now_ms=self.clock.now_ms(),
+            limit=plan.limit,
+            lease_ms=self.config.lease_ms,
+            rooms=dict(plan.rooms),
+            default_room=plan.default_room,
+            retry_room=plan.retry_room,
+            paused=self.overloaded,
+            default_max_in_flight=self.config.endpoint_max_in_flight,
+        )
 
     def _plan_claim(self, freed: Counter[str], freed_retries: int = 0) -> _ClaimPlan | None:
         """How much a claim may take now, once the deliveries counted in ``freed`` (per
@@ -325,9 +334,10 @@ class Dispatcher:
             log.info("overload over: non-core event types resume", due_backlog=due)
 
     def _drained(self) -> None:
-        """A paused claim found no core work to take while nothing is held: the core
-        backlog has drained, whatever the paused types still keep waiting (they count in
-        the backlog too, and would otherwise keep the pause on for ever)."""
+        """A paused claim found no core work to take, nothing is held, and no endpoint
+        waits for its rate limit or breaker: the core backlog has drained, whatever the
+        paused types still keep waiting (they count in the backlog too, and would
+        otherwise keep the pause on for ever)."""
         if self.overloaded:
             self.overloaded = False
             log.info("overload over: non-core event types resume")
