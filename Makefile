@@ -53,6 +53,7 @@ protos: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/wallet.py
+	$(BIN)/python bench/burst.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
