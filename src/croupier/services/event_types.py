@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from referencing import Registry, Resource
@@ -32,12 +33,51 @@ TYPE_CACHE_MS = 5_000
 _TYPE_CACHE_MAX = 10_000
 
 
+class _Checker:
+    """A type's schema, compiled twice.
+
+    ``reference`` (jsonschema) decides, and words the error a publisher sees. ``fast``
+    (compiled, about 30 times faster) answers first: when it finds the data valid, the
+    reference would too, so the publish goes on; when it does not, the reference decides.
+    That holds because ``fast`` checks formats with the reference's own functions and is
+    otherwise no more lenient than it (a differential test in the suite guards this); a
+    schema it cannot compile simply goes without.
+    """
+
+    def __init__(self, reference: Draft202012Validator, fast: Any) -> None:
+        self.reference = reference
+        self.fast = fast
+
+    @classmethod
+    def of(cls, schema: dict[str, Any]) -> _Checker:
+        # An empty registry: a "$ref" is resolved inside the schema or not at all, and
+        # nothing is ever fetched from the network (a tenant's schema is refused at PUT
+        # unless it is self-contained, so the fast one never looks outside it either).
+        reference = Draft202012Validator(schema, format_checker=_FORMATS, registry=Registry())
+        try:
+            fast = jsonschema_rs.validator_for(schema, validate_formats=True, formats=_FAST_FORMATS)
+        except Exception:
+            fast = None
+        return cls(reference, fast)
+
+
+def _format_check(name: str) -> Any:
+    def conforms(value: Any) -> bool:
+        return _FORMATS.conforms(value, name)
+
+    return conforms
+
+
+#: The formats the reference checks, with its own functions, for the fast validator.
+_FAST_FORMATS = {name: _format_check(name) for name in _FORMATS.checkers}
+
+
 class EventTypeService:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
-        # Compiled validators, keyed by (tenant, name, version, schema identity).
-        self._validators: dict[tuple[str, str, str], Draft202012Validator] = {}
+        # Compiled validators, keyed by (tenant, name, version).
+        self._validators: dict[tuple[str, str, str], _Checker] = {}
         # (tenant, name) -> (the tenant's type or None, when it was read): spares every
         # publish of a tenant type a read of the store.
         self._recent: dict[tuple[str, str], tuple[EventType | None, int]] = {}
@@ -109,14 +149,12 @@ class EventTypeService:
             raise UnknownEventType(f"unknown event type {name!r}", field="type")
         tenant_key = "" if event_type.builtin else tenant_id
         key = (tenant_key, name, event_type.schema_version)
-        validator = self._validators.get(key)
-        if validator is None or validator.schema != event_type.schema:
-            # An empty registry: a "$ref" is resolved inside the schema or not at all, and
-            # nothing is ever fetched from the network.
-            validator = Draft202012Validator(
-                event_type.schema, format_checker=_FORMATS, registry=Registry()
-            )
-            self._validators[key] = validator
+        checker = self._validators.get(key)
+        if checker is None or checker.reference.schema != event_type.schema:
+            checker = self._validators[key] = _Checker.of(event_type.schema)
+        if checker.fast is not None and checker.fast.is_valid(data):
+            return event_type
+        validator = checker.reference
         try:
             error = best_match(validator.iter_errors(data))
         except Unresolvable as exc:
