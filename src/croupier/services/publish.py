@@ -13,7 +13,14 @@ import orjson
 
 from croupier.domain.clock import Clock
 from croupier.domain.deliveries import Delivery
-from croupier.domain.errors import ConcurrentWrite, IdempotencyMismatch, NotFound, ValidationFailed
+from croupier.domain.errors import (
+    ConcurrentWrite,
+    IdempotencyMismatch,
+    NotFound,
+    SchemaViolation,
+    UnknownEventType,
+    ValidationFailed,
+)
 from croupier.domain.events import Event, fingerprint
 from croupier.domain.ids import new_id
 from croupier.services.event_types import EventTypeService
@@ -95,10 +102,17 @@ class PublishService:
                 "Idempotency-Key must be 1-200 characters", field="Idempotency-Key"
             )
         digest = fingerprint(req.type, req.data, req.ordering_key, req.occurred_at_raw)
-        first = await self._find(tenant_id, req)
-        if first is not None:
-            return _replay(first, digest, req)
-        event_type = await self.event_types.validate(tenant_id, req.type, req.data)
+        try:
+            event_type = await self.event_types.validate(tenant_id, req.type, req.data)
+        except (UnknownEventType, SchemaViolation):
+            # A replay answers as the first publish did, even if its type has changed
+            # since. Only a refused publish looks first: an accepted one finds out in its
+            # write batch, which checks every id and key anyway, so the common case costs
+            # no read of its own.
+            first = await self._find(tenant_id, req)
+            if first is not None:
+                return _replay(first, digest, req)
+            raise
         now = self.clock.now_ms()
         event = Event(
             id=req.id or new_id("evt", now_ms=now),
