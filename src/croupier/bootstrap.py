@@ -174,6 +174,7 @@ async def build(
         idle_poll_s=settings.idle_poll_seconds,
         flush_batch=settings.flush_batch,
         time_scale=settings.time_scale,
+        time_origin=clock.origin if isinstance(clock, ScaledClock) else None,
         environment=settings.environment,
         address_policy=settings.address_policy(),
         retry=RetryPolicy(

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-networks", default="", help="CIDRs the SSRF guard lets through")
     parser.add_argument("--allow-loopback", action="store_true")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="tests and drills")
+    parser.add_argument("--time-origin", default=None, help="the scaled clock's origin: MS:WALL_NS")
     return parser
 
 
@@ -68,7 +70,7 @@ async def _serve(args: argparse.Namespace) -> int:
         jobs_from_wire,
         reports_to_wire,
     )
-    from croupier.domain.clock import SystemClock
+    from croupier.domain.clock import Clock, ScaledClock, SystemClock
     from croupier.domain.network import AddressPolicy
     from croupier.runtime import settle_heap
 
@@ -81,9 +83,13 @@ async def _serve(args: argparse.Namespace) -> int:
     def on_reports(reports: list[Report]) -> None:
         protocol.send(reports_to_wire(reports))
 
+    clock: Clock = SystemClock()
+    if args.time_scale != 1 and args.time_origin:
+        start_ms, wall_ns = (int(part) for part in args.time_origin.split(":"))
+        clock = ScaledClock(args.time_scale, start_ms=start_ms, wall_origin_ns=wall_ns)
     courier = Courier(
         sender,
-        clock=SystemClock(),
+        clock=clock,
         config=CourierConfig(
             max_in_flight=args.max_in_flight,
             endpoint_max_in_flight=args.endpoint_max_in_flight,

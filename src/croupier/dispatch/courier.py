@@ -45,6 +45,10 @@ class CourierConfig:
     environment: str = "production"
     #: Which addresses the HTTP client may connect to (the SSRF guard's connect-time half).
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    #: Tests and drills: the dispatcher's clock runs this much faster, from ``time_origin``
+    #: (see ``ScaledClock.origin``); a sender process must send on the same clock.
+    time_scale: float = 1.0
+    time_origin: tuple[int, int] | None = None
 
 
 class EndpointSpec(NamedTuple):

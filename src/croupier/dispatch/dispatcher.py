@@ -63,6 +63,8 @@ class DispatcherConfig:
     #: How much faster than the wall clock the dispatcher's clock runs (tests and drills):
     #: leases are in clock time, so the heartbeat that renews them beats that much faster.
     time_scale: float = 1.0
+    #: With a time scale: the scaled clock's origin, for sender processes (see CourierConfig).
+    time_origin: tuple[int, int] | None = None
     environment: str = "production"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
@@ -93,6 +95,8 @@ class DispatcherConfig:
             endpoint_max_in_flight=self.endpoint_max_in_flight,
             environment=self.environment,
             address_policy=self.address_policy,
+            time_scale=self.time_scale,
+            time_origin=self.time_origin,
         )
 
 

@@ -237,6 +237,16 @@ class ProcessTransport:
 
     # -- the child's life --------------------------------------------------------------------
 
+    def _clock_args(self) -> list[str]:
+        """The scaled clock the child must send on, if the dispatcher's is one."""
+        origin = self._config.time_origin
+        if self._config.time_scale == 1 or origin is None:
+            return []
+        return [
+            *("--time-scale", repr(self._config.time_scale)),
+            *("--time-origin", f"{origin[0]}:{origin[1]}"),
+        ]
+
     async def _spawn(self) -> _Child:
         ours, theirs = socket.socketpair()
         try:
@@ -257,6 +267,7 @@ class ProcessTransport:
                 *(["--allow-loopback"] if self._config.address_policy.allow_loopback else []),
                 "--log-level",
                 self._log_level,
+                *self._clock_args(),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )

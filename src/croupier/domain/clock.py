@@ -33,19 +33,28 @@ class ManualClock:
 
 
 class ScaledClock:
-    """The real clock running ``scale`` times faster from the moment it is made.
+    """The real clock running ``scale`` times faster from an origin.
 
     For tests and drills only (``CROUPIER_TIME_SCALE``): at a scale of 100 a retry due in
-    30 s comes due after 0.3 s, while the network, timeouts included, keeps real time.
+    30 s comes due after 0.3 s, while the network, timeouts included, keeps real time. It
+    counts from the wall clock, so that a sender process given the same :attr:`origin`
+    reads the same time as the process that started it.
     """
 
-    def __init__(self, scale: float, *, start_ms: int | None = None) -> None:
+    def __init__(
+        self, scale: float, *, start_ms: int | None = None, wall_origin_ns: int | None = None
+    ) -> None:
         if scale <= 0:
             raise ValueError("scale must be positive")
         self.scale = scale
-        self._origin_ms = SystemClock().now_ms() if start_ms is None else start_ms
-        self._origin_ns = time.monotonic_ns()
+        self._wall_origin_ns = time.time_ns() if wall_origin_ns is None else wall_origin_ns
+        self._origin_ms = self._wall_origin_ns // 1_000_000 if start_ms is None else start_ms
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(the clock's time at its origin in ms, the wall clock's then in ns)."""
+        return self._origin_ms, self._wall_origin_ns
 
     def now_ms(self) -> int:
-        elapsed_ns = time.monotonic_ns() - self._origin_ns
+        elapsed_ns = time.time_ns() - self._wall_origin_ns
         return self._origin_ms + int(elapsed_ns * self.scale) // 1_000_000

@@ -651,11 +651,15 @@ def _record(owner: str, outcomes: Sequence[Outcome], now_ms: int, conn: Connecti
             )
         )
     _INSERT_ATTEMPTS.executemany(conn, attempts)
+    # In seq order, the order a renewal's and a release's UPDATE ... WHERE seq IN (...) lock
+    # the same rows: on PostgreSQL two of them side by side then queue, never deadlock.
+    changes.sort(key=lambda change: change[6])
     _SET_OUTCOMES.executemany(conn, changes)
 
 
 def _update_leased(owner: str, seqs: list[int], values: dict[str, Any], conn: Connection) -> None:
     d = t.deliveries.c
+    seqs = sorted(seqs)
     for i in range(0, len(seqs), _CHUNK):
         conn.execute(
             update(t.deliveries)
