@@ -99,6 +99,7 @@ from delivery import (
     _say,
     _source,
     _tail,
+    spawn_listener,
     wait_healthy,
 )
 
@@ -1443,22 +1444,14 @@ class ReceiverHandle:
         workdir: Path,
         max_seconds: float,
     ) -> ReceiverHandle:
-        log = _open_log(workdir / "receiver.log")
-        try:
-            proc = await children.spawn(
-                "receiver",
-                [sys.executable, str(SELF), "receiver", str(max_seconds)],
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-            )
-        finally:
-            log.close()
+        proc, port = await spawn_listener(
+            children,
+            "receiver",
+            [sys.executable, str(SELF), "receiver", str(max_seconds)],
+            workdir / "receiver.log",
+        )
         self = cls(proc, session)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        if not line.startswith(b"PORT "):
-            raise RuntimeError(f"receiver did not start: {line!r}")
-        self.port = int(line.split()[1])
+        self.port = port
         _say(f"receiver listening on {self.url('/')} (pid {proc.pid})")
         return self
 

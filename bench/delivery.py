@@ -894,22 +894,11 @@ class Receiver:
     async def start(
         cls, children: Children, session: aiohttp.ClientSession, workdir: Path
     ) -> Receiver:
-        log = _open_log(workdir / "receiver.log")
-        try:
-            proc = await children.spawn(
-                "receiver",
-                [sys.executable, str(SELF), "receiver"],
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-            )
-        finally:
-            log.close()
+        proc, port = await spawn_listener(
+            children, "receiver", [sys.executable, str(SELF), "receiver"], workdir / "receiver.log"
+        )
         self = cls(proc, session)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        if not line.startswith(b"PORT "):
-            raise RuntimeError(f"receiver did not start: {line!r}")
-        self.port = int(line.split()[1])
+        self.port = port
         _say(f"receiver listening on {self.url('/')} (pid {proc.pid})")
         return self
 
@@ -931,6 +920,23 @@ class Receiver:
 
     async def summary(self, query: dict[str, Any]) -> dict[str, Any]:
         return await self._control("POST", "/_summary", query)
+
+
+async def spawn_listener(
+    children: Children, name: str, argv: Sequence[str], log_path: Path
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start a child that prints ``PORT <n>`` once it listens (its stderr to ``log_path``);
+    return it and ``n``."""
+    log = _open_log(log_path)
+    try:
+        proc = await children.spawn(name, argv, stdout=asyncio.subprocess.PIPE, stderr=log)
+    finally:
+        log.close()
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line.startswith(b"PORT "):
+        raise RuntimeError(f"{name} did not start: {line!r}")
+    return proc, int(line.split()[1])
 
 
 async def run_receiver() -> None:
