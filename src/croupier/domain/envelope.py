@@ -42,6 +42,11 @@ def iso_ms(epoch_ms: int) -> str:
     return _second_prefix(epoch_ms // 1000) + f"{epoch_ms % 1000:03d}Z"
 
 
+def iso_ms_or_none(ms: int | None) -> str | None:
+    """:func:`iso_ms`, or None for a time that is not there."""
+    return None if ms is None else iso_ms(ms)
+
+
 @functools.lru_cache(maxsize=4096)
 def _second_prefix(epoch_s: int) -> str:
     # Thousands of deliveries share a second; formatting it once each is the hot path's due.

@@ -8,7 +8,7 @@ import hashlib
 import orjson
 
 from croupier.catalog import builtin_event_type
-from croupier.domain.envelope import iso_ms
+from croupier.domain.envelope import iso_ms, iso_ms_or_none
 from croupier.domain.events import DELIVERY_DEAD, ENDPOINT_DISABLED, Event
 from croupier.domain.ids import new_id
 from croupier.services.ports import NewEvent, Outcome
@@ -61,7 +61,7 @@ def endpoint_disabled(
             "endpoint_url": endpoint_url,
             "reason": "gone" if gone else "failing",
             "message": message,
-            "failing_since": iso_ms(failing_since_ms) if failing_since_ms is not None else None,
+            "failing_since": iso_ms_or_none(failing_since_ms),
             "disabled_at": iso_ms(now_ms),
         },
         ordering_key=endpoint_id,

@@ -378,6 +378,7 @@ def _claim(ask: _ClaimAsk, conn: Connection) -> ClaimBatch:
     # What each endpoint may take: its room, within its breaker and rate limit.
     wants: dict[str, int] = {}
     gates: dict[str, _Gate] = {}
+    rates: dict[str, float] = {}
     for _, endpoint_id, row in backlogs:
         gate = _gate(ask, row, conn)
         if gate is None:
@@ -399,6 +400,7 @@ def _claim(ask: _ClaimAsk, conn: Connection) -> ClaimBatch:
             continue
         wants[endpoint_id] = want
         gates[endpoint_id] = gate
+        rates[endpoint_id] = row.rate_limit_per_s
     taken: dict[str, int] = {}
     # First attempts and money events first, the endpoints whose oldest due delivery is
     # oldest first; then retries of the rest, within the cap on retries.
@@ -432,8 +434,7 @@ def _claim(ask: _ClaimAsk, conn: Connection) -> ClaimBatch:
             )
             if n >= wants[endpoint_id]:
                 # It used what it had: come back when the next token is in.
-                rate = next(r.rate_limit_per_s for _, i, r in backlogs if i == endpoint_id)
-                when = next_token_ms(rate, gate.tokens - n, now_ms)
+                when = next_token_ms(rates[endpoint_id], gate.tokens - n, now_ms)
                 wake_at = when if wake_at is None else min(wake_at, when)
     more = len(chosen) >= limit
     if not chosen:

@@ -17,7 +17,7 @@ from pydantic import (
 
 from croupier.domain.deliveries import Attempt, Delivery
 from croupier.domain.endpoints import Endpoint
-from croupier.domain.envelope import iso_ms
+from croupier.domain.envelope import iso_ms, iso_ms_or_none
 from croupier.domain.events import Event, EventType
 from croupier.domain.tenants import ApiKey, Tenant
 
@@ -138,12 +138,12 @@ def endpoint_out(e: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
         ),
         "disabled": e.disabled,
         "disabled_reason": e.disabled_reason,
-        "disabled_at": _iso_or_none(e.disabled_at_ms),
+        "disabled_at": iso_ms_or_none(e.disabled_at_ms),
         "rate_limit_per_s": e.rate_limit_per_s,
         "max_in_flight": e.max_in_flight,
         "breaker": breaker_out(e),
-        "failing_since": _iso_or_none(e.failing_since_ms),
-        "last_success_at": _iso_or_none(e.last_success_at_ms),
+        "failing_since": iso_ms_or_none(e.failing_since_ms),
+        "last_success_at": iso_ms_or_none(e.last_success_at_ms),
         "created_at": iso_ms(e.created_at_ms),
         "updated_at": iso_ms(e.updated_at_ms),
     }
@@ -160,14 +160,10 @@ def breaker_out(e: Endpoint) -> dict[str, Any]:
         "state": b.state.value,
         # The run of failed attempts now (``consecutive_failures`` is the bound).
         "failures_in_a_row": b.consecutive_failures,
-        "opened_at": _iso_or_none(b.opened_at_ms),
+        "opened_at": iso_ms_or_none(b.opened_at_ms),
         # Open: when the next probe may go; half-open: when the probe's turn runs out.
-        "until": _iso_or_none(b.until_ms),
+        "until": iso_ms_or_none(b.until_ms),
     }
-
-
-def _iso_or_none(ms: int | None) -> str | None:
-    return iso_ms(ms) if ms is not None else None
 
 
 def event_out(e: Event) -> dict[str, Any]:

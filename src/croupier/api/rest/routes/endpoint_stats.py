@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from croupier.api.rest.deps import ContainerDep, PrincipalDep
 from croupier.api.rest.models import breaker_out
-from croupier.domain.envelope import iso_ms
+from croupier.domain.envelope import iso_ms, iso_ms_or_none
 from croupier.services.endpoint_stats import EndpointStats, WindowStats
 
 router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
@@ -29,10 +29,8 @@ def endpoint_stats_out(stats: EndpointStats) -> dict[str, Any]:
         "endpoint_id": stats.endpoint_id,
         "as_of": iso_ms(stats.as_of_ms),
         "breaker": breaker_out(e),
-        "failing_since": iso_ms(e.failing_since_ms) if e.failing_since_ms is not None else None,
-        "last_success_at": (
-            iso_ms(e.last_success_at_ms) if e.last_success_at_ms is not None else None
-        ),
+        "failing_since": iso_ms_or_none(e.failing_since_ms),
+        "last_success_at": iso_ms_or_none(e.last_success_at_ms),
         "disabled": e.disabled,
         "windows": {name: _window_out(w) for name, w in stats.windows.items()},
     }
